@@ -1,0 +1,1 @@
+"""FastAPI wiring: routes, auth and schemas over the session core (sessions.*)."""

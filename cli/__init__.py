@@ -1,0 +1,1 @@
+"""The `botsession` command line."""

@@ -1,0 +1,50 @@
+"""`botsession`: one entry point for the operator, the API and the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from devstack.postgres_server import PostgresServer
+from devstack.process import DevstackError
+from devstack.redis_server import RedisServer
+
+
+def _services(args: argparse.Namespace) -> int:
+    """Start private Redis and PostgreSQL servers and wait for Ctrl-C."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with RedisServer() as redis, PostgresServer() as postgres:
+            print(f"redis:      {redis.url}")
+            print(f"postgresql: {postgres.dsn}")
+            print("Ctrl-C stops both and removes their data.", flush=True)
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                pass
+    except DevstackError as exc:
+        print(f"botsession: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="botsession", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    services = commands.add_parser("services", help="run private Redis and PostgreSQL servers")
+    services.set_defaults(func=_services)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""kopf wiring: thin handlers that call the session core (sessions.*)."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian machine, idempotently:
+#   Debian packages (redis-server, postgresql, chromium), the Python venv with the
+#   project and its dev dependencies, and the control-plane binaries (cached outside
+#   the repo, see hack/controlplane/build.sh).
+# Each step is skipped when already done, so a warm run takes seconds.
+#
+#   scripts/bootstrap.sh            everything
+#   scripts/bootstrap.sh --no-controlplane   skip the Go build (unit work only)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------------
+need_pkgs=()
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+if ((${#need_pkgs[@]})); then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  log "installing Debian packages: ${need_pkgs[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # The packages start system-wide services; the project runs private instances instead.
+  $sudo service redis-server stop >/dev/null 2>&1 || true
+  $sudo service postgresql stop >/dev/null 2>&1 || true
+fi
+
+# --- Python venv -----------------------------------------------------------------
+python=${PYTHON:-python3}
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [[ ! -f $stamp ]]; then
+  log "creating .venv and installing the project with its dev dependencies"
+  [[ -x .venv/bin/python ]] || "$python" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+# --- control plane binaries ------------------------------------------------------
+if [[ "${1:-}" != "--no-controlplane" ]]; then
+  hack/controlplane/build.sh >/dev/null
+fi
+log "ready"

@@ -1,0 +1,48 @@
+-- Shared helpers, prepended to every script of this folder by sessions.redis_store.
+-- Keys follow the contract: session:<botId>:<userId> (hash), session:status:<botId>:<userId>,
+-- session:expiry:<botId>:<userId>; the project's indexes live under botsession:.
+-- botId and userId never contain ':' (sessions.model.validate_id).
+
+-- epoch milliseconds -> 2025-01-01T00:00:00Z (civil-from-days, H. Hinnant)
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local days = math.floor(s / 86400)
+  local secs = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', y, m, d,
+    math.floor(secs / 3600), math.floor((secs % 3600) / 60), secs % 60)
+end
+
+local INDEX = 'botsession:expiry'
+
+local function keys_of(member)
+  local sep = string.find(member, ':', 1, true)
+  local bot = string.sub(member, 1, sep - 1)
+  local user = string.sub(member, sep + 1)
+  return 'session:' .. member, 'session:status:' .. member, 'session:expiry:' .. member,
+    'botsession:bot:' .. bot, user
+end
+
+-- refresh lastSeen/expiresAt, the native TTLs and both indexes; score = when it is due
+local function touch(member, status, seen_ms, ttl_ms)
+  local hash, status_key, expiry_key, bot_index, user = keys_of(member)
+  local exp_ms = seen_ms + ttl_ms
+  redis.call('HSET', hash, 'lastSeen', iso(seen_ms), 'expiresAt', iso(exp_ms))
+  redis.call('PEXPIREAT', hash, exp_ms)
+  redis.call('SET', status_key, status, 'PXAT', exp_ms)
+  redis.call('SET', expiry_key, iso(exp_ms), 'PXAT', exp_ms)
+  -- inactive sessions are due at once: the next sweep removes them
+  redis.call('ZADD', INDEX, status == 'inactive' and seen_ms or exp_ms, member)
+  redis.call('ZADD', bot_index, seen_ms, user)
+  return exp_ms
+end

@@ -1,0 +1,247 @@
+"""The hot copy of sessions in Redis: the contract keys, the project's indexes, Lua scripts.
+
+Contract keys (other services may read them; names and fields are fixed by the requirements):
+  session:<botId>:<userId>         hash: status, lastSeen, phoneNumber, displayName, sessionId,
+                                   createdAt, expiresAt (+ revision, reason, ttlSeconds)
+  session:status:<botId>:<userId>  string: the status, expiring with the session
+  session:expiry:<botId>:<userId>  string: expiresAt, expiring with the session
+Project indexes (outside the session: prefix, so a scan of session:* sees contract keys only):
+  botsession:expiry                zset: member <botId>:<userId>, score = when it is due (ms)
+  botsession:bot:<botId>           zset: member <userId>, score = lastSeen (ms)
+
+Every multi-key change is one Lua script (sessions/lua/), so no reader sees half a write.
+No method here scans the keyspace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sessions.model import (
+    Identity,
+    Phase,
+    Reason,
+    SessionKey,
+    SessionState,
+    StoreUnavailable,
+    parse_time,
+    to_millis,
+)
+
+log = logging.getLogger(__name__)
+
+EXPIRY_INDEX = "botsession:expiry"
+T = TypeVar("T")
+
+
+def hash_key(key: SessionKey) -> str:
+    return f"session:{key.bot_id}:{key.user_id}"
+
+
+def status_key(key: SessionKey) -> str:
+    return f"session:status:{key.bot_id}:{key.user_id}"
+
+
+def expiry_key(key: SessionKey) -> str:
+    return f"session:expiry:{key.bot_id}:{key.user_id}"
+
+
+def bot_index_key(bot_id: str) -> str:
+    return f"botsession:bot:{bot_id}"
+
+
+def member_of(key: SessionKey) -> str:
+    return f"{key.bot_id}:{key.user_id}"
+
+
+def key_of_member(member: str) -> SessionKey:
+    bot_id, user_id = member.split(":", 1)
+    return SessionKey(bot_id, user_id)
+
+
+def _load_script(name: str) -> str:
+    folder = resources.files("sessions") / "lua"
+    return (folder / "_common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    phase: Phase
+    last_seen: datetime
+    expires_at: datetime
+    revision: int
+
+
+@dataclass(frozen=True)
+class SweptSession:
+    """A session the sweep removed; `why` is inactive, expired or gone."""
+
+    key: SessionKey
+    why: str
+    phase: Phase | None
+    last_seen: datetime | None
+    revision: int | None
+
+
+def connect(url: str, *, retries: int = 5, timeout: timedelta = timedelta(seconds=5)
+            ) -> aioredis.Redis:
+    """A client for redis://, rediss://, unix:// or redis+sentinel://h1:p,h2:p/service/db.
+
+    Connection loss and timeouts are retried with exponential backoff and jitter.
+    """
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries,
+                  supported_errors=(RedisConnectionError, RedisTimeoutError, ReadOnlyError))
+    options: dict[str, Any] = {
+        "retry": retry, "socket_timeout": timeout.total_seconds(),
+        "socket_connect_timeout": timeout.total_seconds(), "decode_responses": True,
+        "health_check_interval": 30,
+    }
+    if not url.startswith("redis+sentinel://"):
+        return aioredis.from_url(url, **options)
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("redis+sentinel:// URL needs a service name: .../<service>[/<db>]")
+    service, db = path[0], int(path[1]) if len(path) > 1 else 0
+    password = unquote(parts.password) if parts.password else None
+    hosts = []
+    for host in parts.netloc.rsplit("@", 1)[-1].split(","):
+        name, _, port = host.partition(":")
+        hosts.append((name, int(port or 26379)))
+    query = parse_qs(parts.query)
+    sentinel = Sentinel(hosts, sentinel_kwargs={"password": query.get("sentinel_password",
+                                                                      [None])[0]},
+                        password=password, db=db, **options)
+    client: aioredis.Redis = sentinel.master_for(service)
+    return client
+
+
+class RedisStore:
+    """Session state in Redis. Every method raises StoreUnavailable when Redis is down."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._write = client.register_script(_load_script("write_state"))
+        self._heartbeat = client.register_script(_load_script("heartbeat"))
+        self._remove = client.register_script(_load_script("remove"))
+        self._sweep = client.register_script(_load_script("sweep"))
+
+    async def _call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
+            log.warning("redis %s failed: %s", what, exc)
+            raise StoreUnavailable("redis", f"{what}: {exc}") from exc
+        except RedisError as exc:
+            log.error("redis %s failed: %s", what, exc)
+            raise StoreUnavailable("redis", f"{what}: {exc}") from exc
+
+    async def write(self, state: SessionState, ttl: timedelta) -> bool:
+        """Write a state; False when Redis already holds a newer revision (ignored)."""
+        ident = state.identity
+        args = [member_of(state.key), state.revision, state.phase.value,
+                state.reason.value if state.reason else "", to_millis(state.last_seen),
+                int(ttl.total_seconds() * 1000), to_millis(state.created_at),
+                ident.phone_number, ident.display_name, ident.session_id]
+        written, _stored = await self._call("write", lambda: self._write(args=args))
+        return bool(written)
+
+    async def heartbeat(self, key: SessionKey, now: datetime) -> Heartbeat | None:
+        """Refresh a live session's lastSeen and expiry; None when Redis does not hold it."""
+        result = await self._call(
+            "heartbeat", lambda: self._heartbeat(args=[member_of(key), to_millis(now)]))
+        if result is None:
+            return None
+        status, last_seen, expires_at, revision = result
+        return Heartbeat(Phase(status), parse_time(last_seen), parse_time(expires_at),
+                         int(revision))
+
+    async def remove(self, key: SessionKey) -> int:
+        """Remove the contract keys and index entries; returns how many keys were deleted."""
+        deleted: int = await self._call("remove", lambda: self._remove(args=[member_of(key)]))
+        return deleted
+
+    async def get(self, key: SessionKey) -> SessionState | None:
+        fields: dict[str, str] = await self._call(
+            "get", lambda: self.client.hgetall(hash_key(key)))  # type: ignore[arg-type,return-value]
+        return _state_from_hash(key, fields)
+
+    async def get_many(self, keys: Sequence[SessionKey]) -> list[SessionState | None]:
+        async def op() -> list[dict[str, str]]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(hash_key(key))
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        rows = await self._call("get_many", op)
+        return [_state_from_hash(key, row) for key, row in zip(keys, rows, strict=True)]
+
+    async def most_recent_user(self, bot_id: str) -> str | None:
+        """The userId of the bot's most recently seen session Redis holds."""
+        users = await self._call("most_recent_user", lambda: self.client.zrevrange(
+            bot_index_key(bot_id), 0, 0))
+        return users[0] if users else None
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        """Index members due at `now` (expired by score, or inactive), oldest first."""
+        members: list[str] = await self._call("due", lambda: self.client.zrangebyscore(
+            EXPIRY_INDEX, "-inf", to_millis(now), start=0, num=limit))
+        return members
+
+    async def sweep_members(self, members: Sequence[str], now: datetime) -> list[SweptSession]:
+        """Re-check each member inside Redis and remove the due ones, atomically."""
+        rows = await self._call("sweep", lambda: self._sweep(args=[to_millis(now), *members]))
+        return [SweptSession(key_of_member(member), why, Phase(status) if status else None,
+                             parse_time(seen) if seen else None, int(rev) if rev else None)
+                for member, why, status, seen, rev, _reason in rows]
+
+    async def count_indexed(self) -> int:
+        count: int = await self._call("count", lambda: self.client.zcard(EXPIRY_INDEX))
+        return count
+
+    async def ping(self) -> bool:
+        return bool(await self._call("ping", self.client.ping))  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _state_from_hash(key: SessionKey, fields: dict[str, str]) -> SessionState | None:
+    if not fields or "status" not in fields:
+        return None
+    return SessionState(
+        key=key,
+        phase=Phase(fields["status"]),
+        revision=int(fields.get("revision") or 0),
+        reason=Reason(fields["reason"]) if fields.get("reason") else None,
+        last_seen=parse_time(fields["lastSeen"]),
+        expires_at=parse_time(fields["expiresAt"]),
+        created_at=parse_time(fields.get("createdAt") or fields["lastSeen"]),
+        identity=Identity(fields.get("phoneNumber", ""), fields.get("displayName", ""),
+                          fields.get("sessionId", "")),
+    )
+
+
+@asynccontextmanager
+async def open_store(url: str, *, retries: int = 5,
+                     timeout: timedelta = timedelta(seconds=5)) -> AsyncIterator[RedisStore]:
+    store = RedisStore(connect(url, retries=retries, timeout=timeout))
+    try:
+        yield store
+    finally:
+        await store.close()

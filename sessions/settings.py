@@ -1,0 +1,99 @@
+"""All configuration, from environment variables prefixed BOTSESSION_ (or a .env file).
+
+Durations accept seconds (`3600`) or a number with a unit (`90s`, `30m`, `24h`, `7d`).
+A bad value stops start-up with a SettingsError naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use seconds, or e.g. 90s, 30m, 24h, 7d)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PREFIX = "BOTSESSION_"
+
+
+class SettingsError(Exception):
+    """Configuration is invalid; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore",
+                                      frozen=True)
+
+    # expiry and cleanup
+    session_ttl: Duration = Field(timedelta(hours=24), description="expiry after lastSeen")
+    cleanup_interval: Duration = Field(timedelta(hours=1), description="time between sweeps")
+    connect_timeout: Duration = Field(timedelta(minutes=2),
+                                      description="connecting longer than this becomes failed")
+    inactive_retention: Duration = Field(timedelta(days=7),
+                                         description="inactive BotSessions are deleted after")
+    sweep_batch_size: int = Field(500, ge=1, le=10_000)
+    last_seen_drift: Duration = Field(timedelta(minutes=1),
+                                      description="lastSeen reaches the BotSession past this")
+
+    # stores
+    redis_url: str = Field("redis://127.0.0.1:6379/0",
+                           description="redis://, rediss:// or redis+sentinel://h1:p,h2:p/name/db")
+    redis_retries: int = Field(5, ge=0, le=50)
+    redis_timeout: Duration = Field(timedelta(seconds=5))
+    database_url: str = Field("sqlite+aiosqlite:///botsession.sqlite3")
+
+    # kubernetes
+    namespace: str | None = Field(None, description="namespace of BotSessions; default: own")
+
+    @field_validator("session_ttl", "cleanup_interval", "connect_timeout", "inactive_retention",
+                     "last_seen_drift", "redis_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if scheme not in {"sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg"}:
+            raise ValueError(
+                "must be sqlite+aiosqlite://, postgresql+asyncpg:// or postgresql+psycopg://"
+            )
+        return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (plus overrides); raise SettingsError naming every bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None
