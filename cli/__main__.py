@@ -1,1 +1,3 @@
-from cli.main import main; raise SystemExit(main())
+from cli.main import main
+
+raise SystemExit(main())

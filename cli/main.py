@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -22,10 +23,8 @@ def _services(args: argparse.Namespace) -> int:
             print(f"redis:      {redis.url}")
             print(f"postgresql: {postgres.dsn}")
             print("Ctrl-C stops both and removes their data.", flush=True)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
-            except KeyboardInterrupt:
-                pass
     except DevstackError as exc:
         print(f"botsession: {exc}", file=sys.stderr)
         return 1

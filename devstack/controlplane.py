@@ -40,8 +40,9 @@ def binary_dir() -> Path:
     if os.environ.get(BIN_ENV):
         return Path(os.environ[BIN_ENV])
     if BUILD_SCRIPT.exists():
-        out = subprocess.run(["bash", str(BUILD_SCRIPT), "--print"], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "--print"], capture_output=True, text=True, check=True
+        )
         return Path(out.stdout.strip())
     raise DevstackError(f"set {BIN_ENV} to the directory holding etcd and kube-apiserver")
 
@@ -78,15 +79,28 @@ class Etcd(ManagedProcess):
 
     def start(self) -> Self:
         ensure_port_free(self.port, "etcd")
-        self._spawn([
-            self.binary, "--data-dir", str(self.workdir / "etcd-data"),
-            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{self.peer_port}",
-            "--unsafe-no-fsync=true", "--log-level", "warn",
-            "--quota-backend-bytes", str(4 * 1024**3),
-        ])
+        self._spawn(
+            [
+                self.binary,
+                "--data-dir",
+                str(self.workdir / "etcd-data"),
+                "--listen-client-urls",
+                self.url,
+                "--advertise-client-urls",
+                self.url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{self.peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{self.peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{self.peer_port}",
+                "--unsafe-no-fsync=true",
+                "--log-level",
+                "warn",
+                "--quota-backend-bytes",
+                str(4 * 1024**3),
+            ]
+        )
 
         def healthy() -> bool:
             with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:  # noqa: S310
@@ -116,10 +130,14 @@ class KubeAPIServer(ManagedProcess):
         key = self.cert_dir / "sa.key"
         if not key.exists():
             openssl = find_binary("openssl")
-            subprocess.run([openssl, "genrsa", "-out", str(key), "2048"], check=True,
-                           capture_output=True)
-            subprocess.run([openssl, "rsa", "-in", str(key), "-pubout", "-out",
-                            str(self.cert_dir / "sa.pub")], check=True, capture_output=True)
+            subprocess.run(
+                [openssl, "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
+            )
+            subprocess.run(
+                [openssl, "rsa", "-in", str(key), "-pubout", "-out", str(self.cert_dir / "sa.pub")],
+                check=True,
+                capture_output=True,
+            )
         tokens = self.cert_dir / "tokens.csv"
         tokens.write_text(f'{self.token},admin,admin,"system:masters"\n')
         tokens.chmod(0o600)
@@ -128,27 +146,45 @@ class KubeAPIServer(ManagedProcess):
         ensure_port_free(self.port, "kube-apiserver")
         self._prepare()
         certs = self.cert_dir
-        self._spawn([
-            self.binary, f"--etcd-servers={self.etcd_url}", f"--cert-dir={certs}",
-            f"--secure-port={self.port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", "--service-cluster-ip-range=10.0.0.0/24",
-            "--allow-privileged=true", "--disable-admission-plugins=ServiceAccount",
-            "--authorization-mode=RBAC", f"--token-auth-file={certs / 'tokens.csv'}",
-            f"--service-account-issuer=https://127.0.0.1:{self.port}/",
-            f"--service-account-key-file={certs / 'sa.pub'}",
-            f"--service-account-signing-key-file={certs / 'sa.key'}",
-            "--enable-priority-and-fairness=false", "--v=0",
-        ])
-        wait_until(lambda: self.get("/readyz") == "ok", 90, "kube-apiserver", self.proc,
-                   self.log_path)
-        wait_until(lambda: '"default"' in self.get("/api/v1/namespaces/default"), 60,
-                   "the default namespace", self.proc, self.log_path)
+        self._spawn(
+            [
+                self.binary,
+                f"--etcd-servers={self.etcd_url}",
+                f"--cert-dir={certs}",
+                f"--secure-port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--disable-admission-plugins=ServiceAccount",
+                "--authorization-mode=RBAC",
+                f"--token-auth-file={certs / 'tokens.csv'}",
+                f"--service-account-issuer=https://127.0.0.1:{self.port}/",
+                f"--service-account-key-file={certs / 'sa.pub'}",
+                f"--service-account-signing-key-file={certs / 'sa.key'}",
+                "--enable-priority-and-fairness=false",
+                "--v=0",
+            ]
+        )
+        wait_until(
+            lambda: self.get("/readyz") == "ok", 90, "kube-apiserver", self.proc, self.log_path
+        )
+        wait_until(
+            lambda: '"default"' in self.get("/api/v1/namespaces/default"),
+            60,
+            "the default namespace",
+            self.proc,
+            self.log_path,
+        )
         return self
 
     def get(self, path: str) -> str:
-        request = urllib.request.Request(self.url + path,  # noqa: S310
-                                         headers={"Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(request, context=_insecure_context(), timeout=5) as resp:  # noqa: S310
+        request = urllib.request.Request(  # noqa: S310 - https URL built here
+            self.url + path,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        context = _insecure_context()
+        with urllib.request.urlopen(request, context=context, timeout=5) as resp:  # noqa: S310
             return str(resp.read().decode())
 
     def serving_ca(self) -> bytes:
@@ -190,12 +226,22 @@ class ControlPlane:
     def kubeconfig_dict(self) -> dict[str, Any]:
         ca = base64.b64encode(self.apiserver.serving_ca()).decode()
         return {
-            "apiVersion": "v1", "kind": "Config", "current-context": "botsession",
-            "clusters": [{"name": "botsession", "cluster": {
-                "server": self.url, "certificate-authority-data": ca}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "botsession",
+            "clusters": [
+                {
+                    "name": "botsession",
+                    "cluster": {"server": self.url, "certificate-authority-data": ca},
+                }
+            ],
             "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "botsession", "context": {
-                "cluster": "botsession", "user": "admin", "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": "botsession",
+                    "context": {"cluster": "botsession", "user": "admin", "namespace": "default"},
+                }
+            ],
         }
 
     def write_kubeconfig(self) -> Path:

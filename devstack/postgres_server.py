@@ -72,8 +72,12 @@ class PostgresServer(ManagedProcess):
 
     def _tool(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(self.bindir / name), *args], capture_output=True, text=True,
-            user=self.user, cwd=self.workdir, check=False,
+            [str(self.bindir / name), *args],
+            capture_output=True,
+            text=True,
+            user=self.user,
+            cwd=self.workdir,
+            check=False,
         )
         if result.returncode != 0:
             raise DevstackError(f"{name} failed ({result.returncode}): {result.stderr.strip()}")
@@ -83,21 +87,54 @@ class PostgresServer(ManagedProcess):
         ensure_port_free(self.port, "postgres")
         self._chown()
         if not (self.datadir / "PG_VERSION").exists():
-            self._tool("initdb", "-D", str(self.datadir), "-U", _SUPERUSER, "--auth=trust",
-                       "-E", "UTF8", "--no-sync", "--no-instructions")
-        self._spawn([
-            str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
-            "-k", str(self.workdir), "-c", "listen_addresses=127.0.0.1",
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=200",
-        ], user=self.user)
+            self._tool(
+                "initdb",
+                "-D",
+                str(self.datadir),
+                "-U",
+                _SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            )
+        self._spawn(
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.datadir),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.workdir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            user=self.user,
+        )
         isready = str(self.bindir / "pg_isready")
         wait_until(
-            lambda: subprocess.run([isready, "-q", "-h", "127.0.0.1", "-p", str(self.port)],
-                                   check=False).returncode == 0,
-            60, "postgres", self.proc, self.log_path,
+            lambda: (
+                subprocess.run(
+                    [isready, "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False
+                ).returncode
+                == 0
+            ),
+            60,
+            "postgres",
+            self.proc,
+            self.log_path,
         )
-        exists = self.psql("SELECT 1 FROM pg_database WHERE datname = %s" % repr(DATABASE))
+        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")  # noqa: S608
         if exists.strip() != "1":
             self.psql(f"CREATE DATABASE {DATABASE}", database="postgres")
         return self
@@ -106,8 +143,25 @@ class PostgresServer(ManagedProcess):
         """Run one statement with psql and return its unaligned output."""
         psql = shutil.which("psql") or str(self.bindir / "psql")
         result = subprocess.run(
-            [psql, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(self.port), "-U", _SUPERUSER,
-             "-d", database, "-c", sql], capture_output=True, text=True, check=False,
+            [
+                psql,
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                _SUPERUSER,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise DevstackError(f"psql failed: {result.stderr.strip()}")

@@ -30,10 +30,26 @@ class RedisServer(ManagedProcess):
     def start(self) -> Self:
         """Start (or start again on the same port, with an empty dataset)."""
         ensure_port_free(self.port, "redis-server")
-        self._spawn([
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
-        ])
+        self._spawn(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ]
+        )
         wait_until(lambda: _ping(self.port), 20, "redis-server", self.proc, self.log_path)
         return self

@@ -31,8 +31,13 @@ class SweepResult:
         return sum(1 for s in self.removed if s.why == why)
 
 
-async def sweep(store: RedisStore, *, batch_size: int = 500, now: datetime | None = None,
-                max_batches: int = 100_000) -> SweepResult:
+async def sweep(
+    store: RedisStore,
+    *,
+    batch_size: int = 500,
+    now: datetime | None = None,
+    max_batches: int = 100_000,
+) -> SweepResult:
     """Remove every session due at `now`; returns what was removed."""
     moment = now or utcnow()
     result = SweepResult(started_at=utcnow())
@@ -44,10 +49,15 @@ async def sweep(store: RedisStore, *, batch_size: int = 500, now: datetime | Non
         result.batches += 1
         result.removed.extend(removed)
         for swept in removed:
-            event(log, "session removed from redis", botId=swept.key.bot_id,
-                  userId=swept.key.user_id, why=swept.why,
-                  phase=swept.phase.value if swept.phase else None,
-                  revision=swept.revision)
+            event(
+                log,
+                "session removed from redis",
+                botId=swept.key.bot_id,
+                userId=swept.key.user_id,
+                why=swept.why,
+                phase=swept.phase.value if swept.phase else None,
+                revision=swept.revision,
+            )
         if len(members) < batch_size:
             break
     result.finished_at = utcnow()

@@ -49,6 +49,5 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
-def event(logger: logging.Logger, message: str, level: int = logging.INFO,
-          **fields: Any) -> None:
+def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: Any) -> None:
     logger.log(level, message, extra={"fields": fields})

@@ -164,8 +164,9 @@ _REPORTED_PHASE = {
 }
 
 
-def plan_report(current: Phase | None, reported: ReportedState,
-                reason: Reason | None = None) -> list[Transition]:
+def plan_report(
+    current: Phase | None, reported: ReportedState, reason: Reason | None = None
+) -> list[Transition]:
     """The transitions a bot's report causes, in order; [] when it repeats the current phase.
 
     - a first report of `connected` (or `failed`) records the implied first phase too;
@@ -263,13 +264,21 @@ class SessionState:
     created_at: datetime
     identity: Identity = field(default_factory=Identity)
 
-    def with_phase(self, transition: Transition, revision: int, now: datetime,
-                   ttl: timedelta) -> SessionState:
-        return replace(self, phase=transition.to_phase, reason=transition.reason,
-                       revision=revision, last_seen=now, expires_at=now + ttl)
+    def with_phase(
+        self, transition: Transition, revision: int, now: datetime, ttl: timedelta
+    ) -> SessionState:
+        return replace(
+            self,
+            phase=transition.to_phase,
+            reason=transition.reason,
+            revision=revision,
+            last_seen=now,
+            expires_at=now + ttl,
+        )
 
 
 # --- time -------------------------------------------------------------------------------
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -46,7 +46,6 @@ from sessions.model import (
 log = logging.getLogger(__name__)
 
 EXPIRY_INDEX = "botsession:expiry"
-T = TypeVar("T")
 
 
 def hash_key(key: SessionKey) -> str:
@@ -98,17 +97,23 @@ class SweptSession:
     revision: int | None
 
 
-def connect(url: str, *, retries: int = 5, timeout: timedelta = timedelta(seconds=5)
-            ) -> aioredis.Redis:
+def connect(
+    url: str, *, retries: int = 5, timeout: timedelta = timedelta(seconds=5)
+) -> aioredis.Redis:
     """A client for redis://, rediss://, unix:// or redis+sentinel://h1:p,h2:p/service/db.
 
     Connection loss and timeouts are retried with exponential backoff and jitter.
     """
-    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries,
-                  supported_errors=(RedisConnectionError, RedisTimeoutError, ReadOnlyError))
+    retry = Retry(
+        ExponentialWithJitterBackoff(base=0.05, cap=2.0),
+        retries,
+        supported_errors=(RedisConnectionError, RedisTimeoutError, ReadOnlyError),
+    )
     options: dict[str, Any] = {
-        "retry": retry, "socket_timeout": timeout.total_seconds(),
-        "socket_connect_timeout": timeout.total_seconds(), "decode_responses": True,
+        "retry": retry,
+        "socket_timeout": timeout.total_seconds(),
+        "socket_connect_timeout": timeout.total_seconds(),
+        "decode_responses": True,
         "health_check_interval": 30,
     }
     if not url.startswith("redis+sentinel://"):
@@ -124,9 +129,13 @@ def connect(url: str, *, retries: int = 5, timeout: timedelta = timedelta(second
         name, _, port = host.partition(":")
         hosts.append((name, int(port or 26379)))
     query = parse_qs(parts.query)
-    sentinel = Sentinel(hosts, sentinel_kwargs={"password": query.get("sentinel_password",
-                                                                      [None])[0]},
-                        password=password, db=db, **options)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts,
+        sentinel_kwargs={"password": query.get("sentinel_password", [None])[0]},
+        password=password,
+        db=db,
+        **options,
+    )
     client: aioredis.Redis = sentinel.master_for(service)
     return client
 
@@ -141,7 +150,7 @@ class RedisStore:
         self._remove = client.register_script(_load_script("remove"))
         self._sweep = client.register_script(_load_script("sweep"))
 
-    async def _call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await op()
         except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
@@ -154,22 +163,33 @@ class RedisStore:
     async def write(self, state: SessionState, ttl: timedelta) -> bool:
         """Write a state; False when Redis already holds a newer revision (ignored)."""
         ident = state.identity
-        args = [member_of(state.key), state.revision, state.phase.value,
-                state.reason.value if state.reason else "", to_millis(state.last_seen),
-                int(ttl.total_seconds() * 1000), to_millis(state.created_at),
-                ident.phone_number, ident.display_name, ident.session_id]
+        args: list[str | int] = [
+            member_of(state.key),
+            state.revision,
+            state.phase.value,
+            state.reason.value if state.reason else "",
+            to_millis(state.last_seen),
+            int(ttl.total_seconds() * 1000),
+            to_millis(state.created_at),
+            ident.phone_number,
+            ident.display_name,
+            ident.session_id,
+            f"{ttl.total_seconds():g}",
+        ]
         written, _stored = await self._call("write", lambda: self._write(args=args))
         return bool(written)
 
     async def heartbeat(self, key: SessionKey, now: datetime) -> Heartbeat | None:
         """Refresh a live session's lastSeen and expiry; None when Redis does not hold it."""
         result = await self._call(
-            "heartbeat", lambda: self._heartbeat(args=[member_of(key), to_millis(now)]))
+            "heartbeat", lambda: self._heartbeat(args=[member_of(key), to_millis(now)])
+        )
         if result is None:
             return None
         status, last_seen, expires_at, revision = result
-        return Heartbeat(Phase(status), parse_time(last_seen), parse_time(expires_at),
-                         int(revision))
+        return Heartbeat(
+            Phase(status), parse_time(last_seen), parse_time(expires_at), int(revision)
+        )
 
     async def remove(self, key: SessionKey) -> int:
         """Remove the contract keys and index entries; returns how many keys were deleted."""
@@ -177,8 +197,7 @@ class RedisStore:
         return deleted
 
     async def get(self, key: SessionKey) -> SessionState | None:
-        fields: dict[str, str] = await self._call(
-            "get", lambda: self.client.hgetall(hash_key(key)))  # type: ignore[arg-type,return-value]
+        fields: dict[str, str] = await self._call("get", lambda: self.client.hgetall(hash_key(key)))
         return _state_from_hash(key, fields)
 
     async def get_many(self, keys: Sequence[SessionKey]) -> list[SessionState | None]:
@@ -186,36 +205,49 @@ class RedisStore:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hgetall(hash_key(key))
-                return await pipe.execute()  # type: ignore[no-any-return]
+                rows: list[dict[str, str]] = await pipe.execute()
+                return rows
 
         rows = await self._call("get_many", op)
         return [_state_from_hash(key, row) for key, row in zip(keys, rows, strict=True)]
 
     async def most_recent_user(self, bot_id: str) -> str | None:
         """The userId of the bot's most recently seen session Redis holds."""
-        users = await self._call("most_recent_user", lambda: self.client.zrevrange(
-            bot_index_key(bot_id), 0, 0))
+        users: list[str] = await self._call(
+            "most_recent_user", lambda: self.client.zrevrange(bot_index_key(bot_id), 0, 0)
+        )
         return users[0] if users else None
 
     async def due(self, now: datetime, limit: int) -> list[str]:
         """Index members due at `now` (expired by score, or inactive), oldest first."""
-        members: list[str] = await self._call("due", lambda: self.client.zrangebyscore(
-            EXPIRY_INDEX, "-inf", to_millis(now), start=0, num=limit))
+        members: list[str] = await self._call(
+            "due",
+            lambda: self.client.zrangebyscore(
+                EXPIRY_INDEX, "-inf", to_millis(now), start=0, num=limit
+            ),
+        )
         return members
 
     async def sweep_members(self, members: Sequence[str], now: datetime) -> list[SweptSession]:
         """Re-check each member inside Redis and remove the due ones, atomically."""
         rows = await self._call("sweep", lambda: self._sweep(args=[to_millis(now), *members]))
-        return [SweptSession(key_of_member(member), why, Phase(status) if status else None,
-                             parse_time(seen) if seen else None, int(rev) if rev else None)
-                for member, why, status, seen, rev, _reason in rows]
+        return [
+            SweptSession(
+                key_of_member(member),
+                why,
+                Phase(status) if status else None,
+                parse_time(seen) if seen else None,
+                int(rev) if rev else None,
+            )
+            for member, why, status, seen, rev, _reason in rows
+        ]
 
     async def count_indexed(self) -> int:
         count: int = await self._call("count", lambda: self.client.zcard(EXPIRY_INDEX))
         return count
 
     async def ping(self) -> bool:
-        return bool(await self._call("ping", self.client.ping))  # type: ignore[arg-type]
+        return bool(await self._call("ping", self.client.ping))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -232,14 +264,18 @@ def _state_from_hash(key: SessionKey, fields: dict[str, str]) -> SessionState | 
         last_seen=parse_time(fields["lastSeen"]),
         expires_at=parse_time(fields["expiresAt"]),
         created_at=parse_time(fields.get("createdAt") or fields["lastSeen"]),
-        identity=Identity(fields.get("phoneNumber", ""), fields.get("displayName", ""),
-                          fields.get("sessionId", "")),
+        identity=Identity(
+            fields.get("phoneNumber", ""),
+            fields.get("displayName", ""),
+            fields.get("sessionId", ""),
+        ),
     )
 
 
 @asynccontextmanager
-async def open_store(url: str, *, retries: int = 5,
-                     timeout: timedelta = timedelta(seconds=5)) -> AsyncIterator[RedisStore]:
+async def open_store(
+    url: str, *, retries: int = 5, timeout: timedelta = timedelta(seconds=5)
+) -> AsyncIterator[RedisStore]:
     store = RedisStore(connect(url, retries=retries, timeout=timeout))
     try:
         yield store

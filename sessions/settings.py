@@ -37,23 +37,29 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore",
-                                      frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
 
     # expiry and cleanup
     session_ttl: Duration = Field(timedelta(hours=24), description="expiry after lastSeen")
     cleanup_interval: Duration = Field(timedelta(hours=1), description="time between sweeps")
-    connect_timeout: Duration = Field(timedelta(minutes=2),
-                                      description="connecting longer than this becomes failed")
-    inactive_retention: Duration = Field(timedelta(days=7),
-                                         description="inactive BotSessions are deleted after")
+    connect_timeout: Duration = Field(
+        timedelta(minutes=2), description="connecting longer than this becomes failed"
+    )
+    inactive_retention: Duration = Field(
+        timedelta(days=7), description="inactive BotSessions are deleted after"
+    )
     sweep_batch_size: int = Field(500, ge=1, le=10_000)
-    last_seen_drift: Duration = Field(timedelta(minutes=1),
-                                      description="lastSeen reaches the BotSession past this")
+    last_seen_drift: Duration = Field(
+        timedelta(minutes=1), description="lastSeen reaches the BotSession past this"
+    )
 
     # stores
-    redis_url: str = Field("redis://127.0.0.1:6379/0",
-                           description="redis://, rediss:// or redis+sentinel://h1:p,h2:p/name/db")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://, rediss:// or redis+sentinel://h1:p,h2:p/name/db",
+    )
     redis_retries: int = Field(5, ge=0, le=50)
     redis_timeout: Duration = Field(timedelta(seconds=5))
     database_url: str = Field("sqlite+aiosqlite:///botsession.sqlite3")
@@ -61,8 +67,14 @@ class Settings(BaseSettings):
     # kubernetes
     namespace: str | None = Field(None, description="namespace of BotSessions; default: own")
 
-    @field_validator("session_ttl", "cleanup_interval", "connect_timeout", "inactive_retention",
-                     "last_seen_drift", "redis_timeout")
+    @field_validator(
+        "session_ttl",
+        "cleanup_interval",
+        "connect_timeout",
+        "inactive_retention",
+        "last_seen_drift",
+        "redis_timeout",
+    )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -95,5 +107,6 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+            shown = "" if name.endswith("_URL") else f" (got {error.get('input')!r})"
+            problems.append(f"{name}: {error['msg']}{shown}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 
 import pytest
 
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
+from sessions.model import Identity, Phase, Reason, SessionKey, SessionState, utcnow
+from sessions.redis_store import RedisStore, connect
 
 _skipped: list[str] = []
 
@@ -24,8 +27,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
         tr = session.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
-            tr.write_line(f"CI: {len(_skipped)} skipped test(s) count as failures: {_skipped}",
-                          red=True)
+            tr.write_line(
+                f"CI: {len(_skipped)} skipped test(s) count as failures: {_skipped}", red=True
+            )
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +42,37 @@ def redis_server() -> Iterator[RedisServer]:
 def postgres_server() -> Iterator[PostgresServer]:
     with PostgresServer() as server:
         yield server
+
+
+@pytest.fixture
+async def redis_store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
+    """A store on the session's real redis-server, emptied before each test."""
+    store = RedisStore(connect(redis_server.url, retries=1, timeout=timedelta(seconds=2)))
+    await store.client.flushall()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def make_state(
+    bot: str = "bot-1",
+    user: str = "user-1",
+    phase: Phase = Phase.ACTIVE,
+    revision: int = 1,
+    last_seen: datetime | None = None,
+    ttl: timedelta = timedelta(hours=24),
+    reason: Reason | None = None,
+    identity: Identity | None = None,
+) -> SessionState:
+    seen = last_seen or utcnow().replace(microsecond=0)
+    return SessionState(
+        key=SessionKey(bot, user),
+        phase=phase,
+        revision=revision,
+        reason=reason,
+        last_seen=seen,
+        expires_at=seen + ttl,
+        created_at=seen,
+        identity=identity or Identity("1234567890", "User Name", "session_123"),
+    )

@@ -14,5 +14,5 @@ if status == 'inactive' then
   return {status, fields[4], fields[5], revision}
 end
 local now_ms = tonumber(ARGV[2])
-local exp_ms = touch(member, status, now_ms, tonumber(ttl) * 1000)
+local exp_ms = touch(member, status, now_ms, math.floor(tonumber(ttl) * 1000 + 0.5))
 return {status, iso(now_ms), iso(exp_ms), revision}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import asyncpg
 import pytest
@@ -50,7 +51,6 @@ def test_stopped_servers_leave_nothing_running() -> None:
     assert server.proc is not None and server.proc.returncode is not None
     assert not workdir.exists()
     with pytest.raises(ProcessLookupError):
-        import os
         os.kill(pid, 0)
 
 

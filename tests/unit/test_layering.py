@@ -38,8 +38,11 @@ def imported_top_modules(package: str) -> dict[str, set[str]]:
     ],
 )
 def test_package_does_not_import(package: str, forbidden: set[str]) -> None:
-    offenders = {f: sorted(names & forbidden)
-                 for f, names in imported_top_modules(package).items() if names & forbidden}
+    offenders = {
+        f: sorted(names & forbidden)
+        for f, names in imported_top_modules(package).items()
+        if names & forbidden
+    }
     assert offenders == {}
 
 

@@ -1,0 +1,180 @@
+"""The Redis store against a real redis-server: contract keys, revisions, heartbeats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from devstack.redis_server import RedisServer
+from sessions.model import Phase, Reason, SessionKey, StoreUnavailable, format_time, to_millis
+from sessions.redis_store import EXPIRY_INDEX, RedisStore, connect
+from tests.conftest import make_state
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2031, 5, 17, 10, 30, 0, tzinfo=UTC)
+TTL = timedelta(hours=24)
+
+
+async def test_write_creates_the_contract_keys_exactly(redis_store: RedisStore) -> None:
+    state = make_state(last_seen=T0)
+    assert await redis_store.write(state, TTL)
+    client = redis_store.client
+    assert await client.hgetall("session:bot-1:user-1") == {
+        "status": "active",
+        "lastSeen": "2031-05-17T10:30:00Z",
+        "expiresAt": "2031-05-18T10:30:00Z",
+        "createdAt": "2031-05-17T10:30:00Z",
+        "phoneNumber": "1234567890",
+        "displayName": "User Name",
+        "sessionId": "session_123",
+        "revision": "1",
+        "reason": "",
+        "ttlSeconds": "86400",
+    }
+    assert await client.get("session:status:bot-1:user-1") == "active"
+    assert await client.get("session:expiry:bot-1:user-1") == "2031-05-18T10:30:00Z"
+    expire_ms = to_millis(T0 + TTL)
+    for key in (
+        "session:bot-1:user-1",
+        "session:status:bot-1:user-1",
+        "session:expiry:bot-1:user-1",
+    ):
+        assert await client.pexpiretime(key) == expire_ms
+    assert await client.zscore(EXPIRY_INDEX, "bot-1:user-1") == expire_ms
+    assert await client.zscore("botsession:bot:bot-1", "user-1") == to_millis(T0)
+    assert sorted(await client.keys("session:*")) == [
+        "session:bot-1:user-1",
+        "session:expiry:bot-1:user-1",
+        "session:status:bot-1:user-1",
+    ]
+
+
+async def test_round_trip(redis_store: RedisStore) -> None:
+    state = make_state(last_seen=T0, phase=Phase.INACTIVE, reason=Reason.LOGGED_OUT, revision=4)
+    await redis_store.write(state, TTL)
+    assert await redis_store.get(state.key) == state
+    assert await redis_store.get(SessionKey("bot-1", "nobody")) is None
+
+
+async def test_an_older_revision_is_ignored(redis_store: RedisStore) -> None:
+    await redis_store.write(make_state(phase=Phase.ACTIVE, revision=3, last_seen=T0), TTL)
+    assert not await redis_store.write(
+        make_state(phase=Phase.CONNECTING, revision=2, last_seen=T0), TTL
+    )
+    stored = await redis_store.get(SessionKey("bot-1", "user-1"))
+    assert stored is not None and (stored.phase, stored.revision) == (Phase.ACTIVE, 3)
+    assert await redis_store.write(make_state(phase=Phase.INACTIVE, revision=4, last_seen=T0), TTL)
+
+
+async def test_last_seen_never_moves_backwards(redis_store: RedisStore) -> None:
+    await redis_store.write(make_state(revision=1, last_seen=T0), TTL)
+    await redis_store.heartbeat(SessionKey("bot-1", "user-1"), T0 + timedelta(minutes=5))
+    # the controller re-writes the same revision from its coarser copy
+    await redis_store.write(make_state(revision=1, last_seen=T0), TTL)
+    stored = await redis_store.get(SessionKey("bot-1", "user-1"))
+    assert stored is not None and stored.last_seen == T0 + timedelta(minutes=5)
+    assert stored.created_at == T0
+
+
+async def test_heartbeat_refreshes_ttls_and_index_but_not_the_phase(
+    redis_store: RedisStore,
+) -> None:
+    key = SessionKey("bot-1", "user-1")
+    await redis_store.write(
+        make_state(phase=Phase.CONNECTING, last_seen=T0, ttl=timedelta(minutes=10)),
+        timedelta(minutes=10),
+    )
+    later = T0 + timedelta(minutes=7)
+    beat = await redis_store.heartbeat(key, later)
+    assert beat is not None
+    assert (beat.phase, beat.last_seen, beat.expires_at) == (
+        Phase.CONNECTING,
+        later,
+        later + timedelta(minutes=10),
+    )
+    new_expiry = to_millis(later + timedelta(minutes=10))
+    client = redis_store.client
+    assert await client.pexpiretime("session:bot-1:user-1") == new_expiry
+    assert await client.pexpiretime("session:status:bot-1:user-1") == new_expiry
+    assert await client.get("session:expiry:bot-1:user-1") == format_time(
+        later + timedelta(minutes=10)
+    )
+    assert await client.zscore(EXPIRY_INDEX, "bot-1:user-1") == new_expiry
+    assert await client.hget("session:bot-1:user-1", "status") == "connecting"
+
+
+async def test_heartbeat_of_an_unknown_session_is_not_found(redis_store: RedisStore) -> None:
+    assert await redis_store.heartbeat(SessionKey("bot-1", "ghost"), T0) is None
+    assert await redis_store.client.keys("*") == []
+
+
+async def test_heartbeat_does_not_revive_an_inactive_session(redis_store: RedisStore) -> None:
+    await redis_store.write(make_state(phase=Phase.INACTIVE, last_seen=T0), TTL)
+    beat = await redis_store.heartbeat(SessionKey("bot-1", "user-1"), T0 + timedelta(hours=1))
+    assert beat is not None and beat.phase is Phase.INACTIVE and beat.last_seen == T0
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "1970-01-01T00:00:00Z",
+        "2000-02-29T23:59:59Z",
+        "2024-12-31T12:00:01Z",
+        "2025-01-01T00:00:00Z",
+        "2100-03-01T00:00:00Z",
+        "2038-01-19T03:14:08Z",
+    ],
+)
+async def test_lua_time_format_matches_python(redis_store: RedisStore, moment: str) -> None:
+    seen = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    expires = datetime(2200, 1, 1, tzinfo=UTC)  # in the future, or Redis drops the keys
+    await redis_store.write(make_state(last_seen=seen), expires - seen)
+    fields = await redis_store.client.hgetall("session:bot-1:user-1")
+    assert fields["lastSeen"] == moment
+    assert fields["expiresAt"] == format_time(expires) == "2200-01-01T00:00:00Z"
+
+
+async def test_remove_deletes_keys_and_index_entries(redis_store: RedisStore) -> None:
+    await redis_store.write(make_state(last_seen=T0), TTL)
+    await redis_store.write(make_state(user="user-2", last_seen=T0), TTL)
+    assert await redis_store.remove(SessionKey("bot-1", "user-1")) == 3
+    assert await redis_store.remove(SessionKey("bot-1", "user-1")) == 0
+    assert await redis_store.get(SessionKey("bot-1", "user-2")) is not None
+    assert await redis_store.client.zrange("botsession:bot:bot-1", 0, -1) == ["user-2"]
+    assert await redis_store.client.zrange(EXPIRY_INDEX, 0, -1) == ["bot-1:user-2"]
+
+
+async def test_most_recent_user_and_get_many(redis_store: RedisStore) -> None:
+    await redis_store.write(make_state(user="old", last_seen=T0), TTL)
+    await redis_store.write(make_state(user="new", last_seen=T0 + timedelta(seconds=5)), TTL)
+    assert await redis_store.most_recent_user("bot-1") == "new"
+    assert await redis_store.most_recent_user("bot-2") is None
+    got = await redis_store.get_many([SessionKey("bot-1", "old"), SessionKey("bot-1", "x")])
+    assert got[0] is not None and got[0].key.user_id == "old" and got[1] is None
+
+
+async def test_no_operation_scans_the_keyspace(redis_store: RedisStore) -> None:
+    await redis_store.client.config_resetstat()
+    await redis_store.write(make_state(last_seen=T0), TTL)
+    await redis_store.heartbeat(SessionKey("bot-1", "user-1"), T0)
+    await redis_store.get(SessionKey("bot-1", "user-1"))
+    await redis_store.most_recent_user("bot-1")
+    await redis_store.due(T0, 10)
+    await redis_store.remove(SessionKey("bot-1", "user-1"))
+    stats = await redis_store.client.info("commandstats")
+    assert {"cmdstat_scan", "cmdstat_keys"}.isdisjoint(stats)
+    assert "cmdstat_evalsha" in stats or "cmdstat_eval" in stats
+
+
+async def test_a_stopped_server_raises_a_clear_error() -> None:
+    with RedisServer() as server:
+        store = RedisStore(connect(server.url, retries=2, timeout=timedelta(seconds=1)))
+        await store.write(make_state(last_seen=T0), TTL)
+        server.stop()
+        with pytest.raises(StoreUnavailable, match="redis is unavailable"):
+            await store.get(SessionKey("bot-1", "user-1"))
+        server.start()  # same port, empty: the client reconnects by itself
+        assert await store.get(SessionKey("bot-1", "user-1")) is None
+        await store.close()
