@@ -8,10 +8,13 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from devstack.postgres_server import PostgresServer
 from devstack.process import DevstackError
 from devstack.redis_server import RedisServer
+
+CRD_FILE = Path(__file__).resolve().parents[1] / "crds" / "botsessions.yaml"
 
 
 def _services(args: argparse.Namespace) -> int:
@@ -31,11 +34,45 @@ def _services(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crd(args: argparse.Namespace) -> int:
+    """Print the BotSession CRD (generated from the transition table)."""
+    from sessions.crd import render
+
+    sys.stdout.write(render())
+    return 0
+
+
+def _controlplane(args: argparse.Namespace) -> int:
+    """Run etcd + kube-apiserver, write a kubeconfig, apply the CRD, wait for Ctrl-C."""
+    from devstack.controlplane import ControlPlane
+    from devstack.kubectl import kubectl
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with ControlPlane() as plane:
+            kubectl(plane.kubeconfig, "apply", "-f", str(CRD_FILE))
+            print(f"kube-apiserver: {plane.url}")
+            print(f"export KUBECONFIG={plane.kubeconfig}")
+            print("kubectl get botsessions   # Ctrl-C stops the control plane", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+    except DevstackError as exc:
+        print(f"botsession: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="botsession", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     services = commands.add_parser("services", help="run private Redis and PostgreSQL servers")
     services.set_defaults(func=_services)
+    crd = commands.add_parser("crd", help="print the BotSession CRD")
+    crd.set_defaults(func=_crd)
+    plane = commands.add_parser("controlplane", help="local etcd + kube-apiserver")
+    plane.add_argument("action", choices=["up"], help="start it and wait for Ctrl-C")
+    plane.set_defaults(func=_controlplane)
     return parser
 
 

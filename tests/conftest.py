@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from devstack.controlplane import ControlPlane
+from devstack.kubectl import kubectl
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
 from sessions.model import Identity, Phase, Reason, SessionKey, SessionState, utcnow
 from sessions.redis_store import RedisStore, connect
 
+REPO = Path(__file__).resolve().parents[1]
 _skipped: list[str] = []
 
 
@@ -36,6 +40,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def controlplane() -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver for the whole run, with the BotSession CRD established."""
+    with ControlPlane() as plane:
+        kubectl(plane.kubeconfig, "apply", "-f", str(REPO / "crds" / "botsessions.yaml"))
+        kubectl(
+            plane.kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/botsessions.botsession.dev",
+        )
+        yield plane
 
 
 @pytest.fixture(scope="session")
