@@ -63,11 +63,42 @@ def _controlplane(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    """Migrate the database (BOTSESSION_DATABASE_URL, or --database-url) to the newest schema."""
+    import asyncio
+
+    from sessions.migrate import upgrade
+    from sessions.settings import SettingsError, load_settings
+    from sessions.sql_store import create_engine
+
+    try:
+        settings = load_settings(
+            **({"database_url": args.database_url} if args.database_url else {})
+        )
+    except SettingsError as exc:
+        print(f"botsession: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> tuple[str | None, str | None]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    before, after = asyncio.run(run())
+    print(f"schema: {before or 'empty'} -> {after}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="botsession", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     services = commands.add_parser("services", help="run private Redis and PostgreSQL servers")
     services.set_defaults(func=_services)
+    migrate = commands.add_parser("migrate", help="migrate the database schema")
+    migrate.add_argument("--database-url", help="default: $BOTSESSION_DATABASE_URL")
+    migrate.set_defaults(func=_migrate)
     crd = commands.add_parser("crd", help="print the BotSession CRD")
     crd.set_defaults(func=_crd)
     plane = commands.add_parser("controlplane", help="local etcd + kube-apiserver")

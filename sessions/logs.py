@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 _DIGITS = re.compile(r"\d{7,}")
@@ -50,4 +51,11 @@ def configure(level: str = "INFO") -> None:
 
 
 def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: Any) -> None:
-    logger.log(level, message, extra={"fields": fields})
+    log_fields(logger, message, fields, level)
+
+
+def log_fields(
+    logger: logging.Logger, message: str, fields: Mapping[str, Any], level: int = logging.INFO
+) -> None:
+    """Like event(), for field names that are not Python identifiers (e.g. "from")."""
+    logger.log(level, message, extra={"fields": dict(fields)})

@@ -105,6 +105,12 @@ class SessionNotFound(SessionError):
     code = "session_not_found"
 
 
+class SessionInactive(SessionError):
+    """A heartbeat for an inactive session: the bot must report `connecting` first."""
+
+    code = "session_inactive"
+
+
 class RevisionConflict(SessionError):
     """Someone else changed the session first (compare-and-swap lost): re-read and retry."""
 
@@ -295,3 +301,16 @@ def parse_time(text: str) -> datetime:
 
 def to_millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One recorded transition; (key, revision) identifies it."""
+
+    key: SessionKey
+    revision: int
+    from_phase: Phase | None
+    to_phase: Phase
+    reason: Reason
+    actor: str
+    at: datetime

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
 
     # kubernetes
     namespace: str | None = Field(None, description="namespace of BotSessions; default: own")
+    clear_wait: Duration = Field(
+        timedelta(seconds=10), description="how long a clear waits for a BotSession to go"
+    )
 
     @field_validator(
         "session_ttl",
@@ -74,6 +77,7 @@ class Settings(BaseSettings):
         "inactive_retention",
         "last_seen_drift",
         "redis_timeout",
+        "clear_wait",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:

@@ -13,8 +13,10 @@ from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
+from sessions.migrate import upgrade
 from sessions.model import Identity, Phase, Reason, SessionKey, SessionState, utcnow
 from sessions.redis_store import RedisStore, connect
+from sessions.sql_store import SqlStore, create_engine
 
 REPO = Path(__file__).resolve().parents[1]
 _skipped: list[str] = []
@@ -68,6 +70,30 @@ async def redis_store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
     """A store on the session's real redis-server, emptied before each test."""
     store = RedisStore(connect(redis_server.url, retries=1, timeout=timedelta(seconds=2)))
     await store.client.flushall()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+_db_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or a fresh database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'botsession.sqlite3'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"test_{os.getpid()}_{next(_db_counter)}"
+    server.psql(f"CREATE DATABASE {name}")
+    return server.url().rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+async def sql_store(database_url: str) -> AsyncIterator[SqlStore]:
+    store = SqlStore(create_engine(database_url))
+    await upgrade(store.engine)
     try:
         yield store
     finally:

@@ -1,0 +1,70 @@
+"""The BotSession side of the use-cases, as an interface.
+
+sessions.resources implements it against the Kubernetes API server; tests may use an
+in-memory implementation. Implementations enforce the same rules as the CRD's CEL: a
+phase change must be a pair of the transition table and must carry revision + 1.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sessions.model import Identity, Phase, Reason, SessionKey, Transition
+
+
+@dataclass(frozen=True)
+class BotSessionRecord:
+    """What the use-cases need of a BotSession object."""
+
+    key: SessionKey
+    name: str
+    phase: Phase | None
+    reason: Reason | None
+    revision: int
+    identity: Identity
+    created_at: datetime
+    ttl_seconds: int | None = None
+    last_seen: datetime | None = None
+    expires_at: datetime | None = None
+    deleting: bool = False
+    resource_version: str = ""
+
+    def ttl(self, default: timedelta) -> timedelta:
+        return timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else default
+
+
+class DeleteOutcome(enum.StrEnum):
+    ABSENT = "absent"  # there was nothing to delete
+    DELETED = "deleted"  # gone within the wait
+    PENDING = "pending"  # deletion requested; finalizers still running after the wait
+
+
+class BotSessions(Protocol):
+    async def get(self, key: SessionKey) -> BotSessionRecord | None:
+        """The BotSession of a session, or None."""
+
+    async def create(
+        self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
+    ) -> BotSessionRecord:
+        """Create it (status empty); if it already exists, return the existing one."""
+
+    async def set_phase(
+        self,
+        record: BotSessionRecord,
+        transition: Transition,
+        revision: int,
+        last_seen: datetime,
+        expires_at: datetime,
+    ) -> BotSessionRecord:
+        """Compare-and-swap: apply the transition only if the stored revision is still
+        record.revision. Raises RevisionConflict when it is not, TransitionRefused when
+        the server refuses the transition."""
+
+    async def delete(self, key: SessionKey, wait: timedelta) -> DeleteOutcome:
+        """Request deletion and wait up to `wait` for the object to disappear."""
+
+    async def list_bot(self, bot_id: str) -> list[BotSessionRecord]:
+        """Every BotSession of a bot."""

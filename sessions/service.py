@@ -1,0 +1,436 @@
+"""The use-cases the API and the controller share.
+
+Order of writes (design notes, "Who owns what"): the BotSession first (the source of truth,
+compare-and-swap on status.revision), then Redis, then the database. When the Kubernetes
+API fails nothing else is written; when Redis or the database fails the answer says which
+write is pending and the controller repairs it from the BotSession.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sessions.botsessions import BotSessionRecord, BotSessions, DeleteOutcome
+from sessions.cleanup import SweepResult
+from sessions.logs import event, log_fields
+from sessions.model import (
+    HistoryEntry,
+    Identity,
+    InvalidSessionInput,
+    Phase,
+    Reason,
+    ReportedState,
+    RevisionConflict,
+    SessionInactive,
+    SessionKey,
+    SessionNotFound,
+    SessionState,
+    StoreUnavailable,
+    Transition,
+    mask_phone,
+    plan_report,
+    utcnow,
+)
+from sessions.redis_store import Heartbeat, RedisStore, SweptSession
+from sessions.settings import Settings
+from sessions.sql_store import CleanupRun, ClearAudit, SqlStore, user_fingerprint
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    state: SessionState
+    transitions: list[HistoryEntry]
+    created: bool
+    redis_pending: bool = False
+    database_pending: bool = False
+
+
+@dataclass(frozen=True)
+class StatusView:
+    state: SessionState
+    source: str  # "redis" or "database"
+
+
+@dataclass(frozen=True)
+class ClearFlags:
+    session: bool = True
+    redis: bool = True
+    database: bool = True
+
+
+@dataclass
+class ClearResult:
+    sessions: int = 0  # BotSessions deleted
+    redis_keys: int = 0
+    database_rows: int = 0
+    pending: list[str] = field(default_factory=list)  # what is still in progress or failed
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending
+
+
+def state_of(record: BotSessionRecord, last_seen: datetime, settings: Settings) -> SessionState:
+    """The session state a BotSession stands for, seen at `last_seen`."""
+    if record.phase is None:
+        raise SessionNotFound(f"session {record.key} has no phase yet")
+    return SessionState(
+        key=record.key,
+        phase=record.phase,
+        revision=record.revision,
+        reason=record.reason,
+        last_seen=last_seen,
+        expires_at=last_seen + record.ttl(settings.session_ttl),
+        created_at=record.created_at,
+        identity=record.identity,
+    )
+
+
+class SessionService:
+    def __init__(
+        self,
+        botsessions: BotSessions,
+        redis: RedisStore,
+        sql: SqlStore,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.botsessions = botsessions
+        self.redis = redis
+        self.sql = sql
+        self.settings = settings
+        self.clock = clock
+
+    def _now(self) -> datetime:
+        """Whole seconds: the precision of the contract's times and of Kubernetes."""
+        return self.clock().replace(microsecond=0)
+
+    # --- writing a phase ----------------------------------------------------------------
+
+    async def transition(
+        self,
+        record: BotSessionRecord,
+        steps: Sequence[Transition],
+        actor: str,
+        now: datetime,
+        last_seen: datetime | None = None,
+    ) -> tuple[BotSessionRecord, list[HistoryEntry]]:
+        """Apply transitions to the BotSession, one compare-and-swap each. lastSeen is
+        `now` unless given (an expired session keeps the time it was last seen)."""
+        entries = []
+        seen = last_seen or now
+        ttl = record.ttl(self.settings.session_ttl)
+        for step in steps:
+            revision = record.revision + 1
+            record = await self.botsessions.set_phase(record, step, revision, seen, seen + ttl)
+            entries.append(
+                HistoryEntry(
+                    record.key, revision, step.from_phase, step.to_phase, step.reason, actor, now
+                )
+            )
+            log_fields(
+                log,
+                "session transition",
+                {
+                    "botId": record.key.bot_id,
+                    "userId": record.key.user_id,
+                    "from": step.from_phase.value if step.from_phase else None,
+                    "to": step.to_phase.value,
+                    "reason": step.reason.value,
+                    "revision": revision,
+                    "actor": actor,
+                    "phoneNumber": mask_phone(record.identity.phone_number),
+                },
+            )
+        return record, entries
+
+    async def _copy_out(
+        self, state: SessionState, entries: Sequence[HistoryEntry], ttl_record: BotSessionRecord
+    ) -> tuple[bool, bool]:
+        """Write Redis and the database; returns (redis_pending, database_pending)."""
+        redis_pending = database_pending = False
+        try:
+            await self.redis.write(state, ttl_record.ttl(self.settings.session_ttl))
+        except StoreUnavailable as exc:
+            redis_pending = True
+            event(
+                log,
+                "redis write pending; the controller will heal it",
+                logging.WARNING,
+                botId=state.key.bot_id,
+                userId=state.key.user_id,
+                error=str(exc),
+            )
+        try:
+            await self.sql.write(state, entries)
+        except StoreUnavailable as exc:
+            database_pending = True
+            event(
+                log,
+                "database write pending; the controller will backfill it",
+                logging.WARNING,
+                botId=state.key.bot_id,
+                userId=state.key.user_id,
+                error=str(exc),
+            )
+        return redis_pending, database_pending
+
+    async def report(
+        self,
+        key: SessionKey,
+        reported: ReportedState,
+        reason: Reason | None = None,
+        identity: Identity | None = None,
+        actor: str = "api",
+    ) -> ReportResult:
+        """A bot reports its phase (design notes, "Status transitions").
+
+        Creates the BotSession on a first report; a report of the current phase only
+        refreshes lastSeen; refused transitions raise TransitionRefused.
+        """
+        now = self._now()
+        record = await self.botsessions.get(key)
+        created = record is None
+        if record is None:
+            record = await self.botsessions.create(key, identity or Identity())
+        entries: list[HistoryEntry] = []
+        for _attempt in range(CAS_ATTEMPTS):
+            steps = plan_report(record.phase, reported, reason)
+            if not steps:
+                break
+            try:
+                record, done = await self.transition(record, steps, actor, now)
+                entries.extend(done)
+                break
+            except RevisionConflict:
+                fresh = await self.botsessions.get(key)
+                if fresh is None:
+                    raise SessionNotFound(f"session {key} was deleted meanwhile") from None
+                record = fresh
+        else:
+            raise RevisionConflict(f"session {key} kept changing; try again")
+        state = state_of(record, now, self.settings)
+        if not entries:
+            return await self._refresh(record, state)
+        redis_pending, database_pending = await self._copy_out(state, entries, record)
+        return ReportResult(state, entries, created, redis_pending, database_pending)
+
+    async def _refresh(self, record: BotSessionRecord, state: SessionState) -> ReportResult:
+        """A report of the current phase: refresh lastSeen in Redis (re-writing a session
+        Redis lost), nothing else."""
+        redis_pending = False
+        try:
+            beat = await self.redis.heartbeat(record.key, state.last_seen)
+            if beat is None:
+                await self.redis.write(state, record.ttl(self.settings.session_ttl))
+        except StoreUnavailable:
+            redis_pending = True
+        return ReportResult(state, [], False, redis_pending=redis_pending)
+
+    # --- heartbeats and reads ------------------------------------------------------------
+
+    async def heartbeat(self, key: SessionKey) -> Heartbeat:
+        """Refresh lastSeen in Redis only. A session Redis lost is restored from its
+        BotSession (one API read, only on that miss)."""
+        now = self._now()
+        beat = await self.redis.heartbeat(key, now)
+        if beat is None:
+            record = await self.botsessions.get(key)
+            if record is None or record.phase is None:
+                raise SessionNotFound(f"no session {key}; report its phase first")
+            if record.phase is Phase.INACTIVE:
+                raise SessionInactive(f"session {key} is inactive; report connecting first")
+            state = state_of(record, now, self.settings)
+            await self.redis.write(state, record.ttl(self.settings.session_ttl))
+            return Heartbeat(state.phase, state.last_seen, state.expires_at, state.revision)
+        if beat.phase is Phase.INACTIVE:
+            raise SessionInactive(f"session {key} is inactive; report connecting first")
+        return beat
+
+    async def status(self, bot_id: str, user_id: str | None = None) -> StatusView:
+        """Redis first; the database's last state when Redis misses or is down.
+
+        Without a userId: the bot's most recently seen session.
+        """
+        key = SessionKey(bot_id, user_id) if user_id else None
+        try:
+            if key is None:
+                recent = await self.redis.most_recent_user(bot_id)
+                key = SessionKey(bot_id, recent) if recent else None
+            if key is not None:
+                state = await self.redis.get(key)
+                if state is not None:
+                    return StatusView(state, "redis")
+        except StoreUnavailable:
+            pass  # logged by the store; the database answers
+        fallback = await (self.sql.get(key) if user_id and key else self.sql.most_recent(bot_id))
+        if fallback is None:
+            who = f"{bot_id}:{user_id}" if user_id else f"bot {bot_id}"
+            raise SessionNotFound(f"no session for {who}")
+        return StatusView(fallback, "database")
+
+    async def list_bot(
+        self, bot_id: str, phase: Phase | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[SessionState], int]:
+        """A page of the bot's sessions from the database, with Redis's fresher lastSeen."""
+        if not 1 <= limit <= 500 or offset < 0:
+            raise InvalidSessionInput("limit must be 1-500 and offset at least 0")
+        page, total = await self.sql.list_bot(bot_id, phase, limit, offset)
+        try:
+            hot = await self.redis.get_many([s.key for s in page])
+        except StoreUnavailable:
+            return page, total
+        merged = [
+            h if h is not None and h.revision >= s.revision else s
+            for s, h in zip(page, hot, strict=True)
+        ]
+        return merged, total
+
+    async def detail(
+        self, key: SessionKey, history: int = 20
+    ) -> tuple[StatusView, list[HistoryEntry]]:
+        view = await self.status(key.bot_id, key.user_id)
+        entries = await self.sql.history(key, history)
+        return view, entries
+
+    # --- clearing ----------------------------------------------------------------------
+
+    async def _keys_of_bot(self, bot_id: str) -> list[SessionKey]:
+        keys = {r.key for r in await self.botsessions.list_bot(bot_id)}
+        offset = 0
+        while True:
+            page, total = await self.sql.list_bot(bot_id, limit=500, offset=offset)
+            keys.update(s.key for s in page)
+            offset += len(page)
+            if not page or offset >= total:
+                break
+        return sorted(keys)
+
+    async def clear(
+        self, bot_id: str, user_id: str | None, flags: ClearFlags, actor: str
+    ) -> ClearResult:
+        """Clear one session, or every session of a bot when user_id is None (the caller
+        checks that only admins may do that). See the design notes' table."""
+        if not (flags.session or flags.redis or flags.database):
+            raise InvalidSessionInput(
+                "at least one of clearSession, clearRedis, clearDatabase must be true"
+            )
+        keys = [SessionKey(bot_id, user_id)] if user_id else await self._keys_of_bot(bot_id)
+        result = ClearResult()
+        for key in keys:
+            await self._clear_one(key, flags, actor, result)
+        audit = ClearAudit(
+            actor,
+            bot_id,
+            user_fingerprint(keys[0]) if user_id else None,
+            "session" if user_id else "bot",
+            (flags.session, flags.redis, flags.database),
+            result.sessions,
+            result.redis_keys,
+            result.database_rows,
+        )
+        try:
+            await self.sql.record_clear(audit)
+        except StoreUnavailable:
+            result.pending.append("audit")
+        event(
+            log,
+            "sessions cleared",
+            botId=bot_id,
+            userId=user_id,
+            actor=actor,
+            scope=audit.scope,
+            sessions=result.sessions,
+            redisKeys=result.redis_keys,
+            databaseRows=result.database_rows,
+            pending=result.pending,
+        )
+        return result
+
+    async def _clear_one(
+        self, key: SessionKey, flags: ClearFlags, actor: str, result: ClearResult
+    ) -> None:
+        if flags.session:
+            outcome = await self.botsessions.delete(key, self.settings.clear_wait)
+            if outcome is DeleteOutcome.DELETED:
+                result.sessions += 1
+            elif outcome is DeleteOutcome.PENDING:
+                result.pending.append(f"session {key}")
+        elif flags.redis:
+            await self.make_inactive(key, Reason.CLEARED, actor)
+        if flags.redis:
+            try:
+                result.redis_keys += await self.redis.remove(key)
+            except StoreUnavailable:
+                result.pending.append(f"redis {key}")
+        if flags.database:
+            try:
+                result.database_rows += await self.sql.delete(key)
+            except StoreUnavailable:
+                result.pending.append(f"database {key}")
+
+    async def make_inactive(
+        self, key: SessionKey, reason: Reason, actor: str, last_seen: datetime | None = None
+    ) -> list[HistoryEntry]:
+        """Move a live session's BotSession to inactive (Expired or Cleared), keeping the
+        time it was last seen, and record the history row. Nothing to do ([]) when it is
+        gone or already inactive."""
+        for _attempt in range(CAS_ATTEMPTS):
+            record = await self.botsessions.get(key)
+            if record is None or record.phase in (None, Phase.INACTIVE):
+                return []
+            now = self._now()
+            seen = last_seen or record.last_seen or now
+            step = Transition(record.phase, Phase.INACTIVE, reason)
+            try:
+                record, entries = await self.transition(record, [step], actor, now, seen)
+            except RevisionConflict:
+                continue
+            with contextlib.suppress(StoreUnavailable):  # the controller backfills it
+                await self.sql.write(state_of(record, seen, self.settings), entries)
+            return entries
+        raise RevisionConflict(f"session {key} kept changing; try again")
+
+    # --- the sweep ---------------------------------------------------------------------
+
+    async def expire_swept(
+        self, swept: Sequence[SweptSession], actor: str = "sweep"
+    ) -> list[HistoryEntry]:
+        """Turn sessions the sweep removed as expired into inactive (Expired) BotSessions
+        with history rows. Sessions removed because they were inactive need nothing."""
+        recorded: list[HistoryEntry] = []
+        for session in swept:
+            if session.why != "inactive":
+                recorded += await self.make_inactive(
+                    session.key, Reason.EXPIRED, actor, session.last_seen
+                )
+        return recorded
+
+    async def record_sweep(
+        self,
+        result: SweepResult | None,
+        runner: str,
+        error: str | None = None,
+        started_at: datetime | None = None,
+    ) -> CleanupRun:
+        """Record a sweep run (or a failed one) for the dashboard and alerts."""
+        run = CleanupRun(
+            started_at=result.started_at if result else (started_at or self._now()),
+            finished_at=result.finished_at if result else self._now(),
+            removed=len(result.removed) if result else 0,
+            expired=(result.count("expired") + result.count("gone")) if result else 0,
+            inactive=result.count("inactive") if result else 0,
+            succeeded=error is None,
+            error=error,
+            runner=runner,
+        )
+        await self.sql.record_cleanup_run(run)
+        return run

@@ -1,0 +1,387 @@
+"""The durable record: each session's last known state, its history, sweeps and clears.
+
+SQLAlchemy 2 async engine: aiosqlite for the embedded default, asyncpg (or psycopg) for
+PostgreSQL. State writes are revision-guarded upserts; history inserts ignore a duplicate
+(session, revision), so retries and replays are harmless. Every method raises
+StoreUnavailable when the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from sessions import sql_schema as t
+from sessions.model import (
+    HistoryEntry,
+    Identity,
+    Phase,
+    Reason,
+    SessionKey,
+    SessionState,
+    StoreUnavailable,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine with settings that suit each backend."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=10
+    )
+
+
+def user_fingerprint(key: SessionKey) -> str:
+    return hashlib.sha256(str(key).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CleanupRun:
+    started_at: datetime
+    finished_at: datetime | None
+    removed: int
+    expired: int
+    inactive: int
+    succeeded: bool
+    error: str | None
+    runner: str
+
+
+@dataclass(frozen=True)
+class ClearAudit:
+    actor: str
+    bot_id: str
+    user_fingerprint: str | None
+    scope: str
+    flags: tuple[bool, bool, bool]  # session, redis, database
+    sessions_deleted: int
+    redis_keys_deleted: int
+    database_rows_deleted: int
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    async def _run(
+        self, what: str, op: Callable[[AsyncConnection], Awaitable[T]], write: bool = False
+    ) -> T:
+        try:
+            if write:
+                async with self.engine.begin() as connection:
+                    return await op(connection)
+            async with self.engine.connect() as connection:
+                return await op(connection)
+        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("database %s failed: %s", what, exc)
+            raise StoreUnavailable("database", f"{what}: {exc.__class__.__name__}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable("database", f"{what}: connection lost") from exc
+            raise
+
+    async def ping(self) -> bool:
+        async def op(c: AsyncConnection) -> bool:
+            return (await c.execute(sa.text("SELECT 1"))).scalar() == 1
+
+        return await self._run("ping", op)
+
+    # --- sessions --------------------------------------------------------------------
+
+    def _upsert(self, state: SessionState) -> Any:
+        values = {
+            "bot_id": state.key.bot_id,
+            "user_id": state.key.user_id,
+            "phase": state.phase.value,
+            "reason": state.reason.value if state.reason else None,
+            "revision": state.revision,
+            "last_seen": state.last_seen,
+            "expires_at": state.expires_at,
+            "created_at": state.created_at,
+            "updated_at": utcnow(),
+            "phone_number": state.identity.phone_number,
+            "display_name": state.identity.display_name,
+            "session_id": state.identity.session_id,
+        }
+        insert = self._insert(t.sessions).values(**values)
+        new = insert.excluded
+        newer_seen = new.last_seen > t.sessions.c.last_seen
+        return insert.on_conflict_do_update(
+            index_elements=[t.sessions.c.bot_id, t.sessions.c.user_id],
+            set_={
+                "phase": new.phase,
+                "reason": new.reason,
+                "revision": new.revision,
+                "last_seen": sa.case((newer_seen, new.last_seen), else_=t.sessions.c.last_seen),
+                "expires_at": sa.case((newer_seen, new.expires_at), else_=t.sessions.c.expires_at),
+                "updated_at": new.updated_at,
+                "phone_number": new.phone_number,
+                "display_name": new.display_name,
+                "session_id": new.session_id,
+            },
+            where=t.sessions.c.revision <= new.revision,
+        )
+
+    def _history_insert(self, entries: Sequence[HistoryEntry]) -> Any:
+        rows = [
+            {
+                "bot_id": e.key.bot_id,
+                "user_id": e.key.user_id,
+                "revision": e.revision,
+                "from_phase": e.from_phase.value if e.from_phase else None,
+                "to_phase": e.to_phase.value,
+                "reason": e.reason.value,
+                "actor": e.actor,
+                "at": e.at,
+            }
+            for e in entries
+        ]
+        return (
+            self._insert(t.history)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["bot_id", "user_id", "revision"])
+        )
+
+    async def write(self, state: SessionState, history: Sequence[HistoryEntry] = ()) -> None:
+        """Upsert the state (ignored when older than the stored revision) and add history
+        rows (a (session, revision) already recorded is skipped), in one transaction."""
+
+        async def op(c: AsyncConnection) -> None:
+            await c.execute(self._upsert(state))
+            if history:
+                await c.execute(self._history_insert(history))
+
+        await self._run("write", op, write=True)
+
+    async def add_history(self, entries: Sequence[HistoryEntry]) -> None:
+        if not entries:
+            return
+
+        async def op(c: AsyncConnection) -> None:
+            await c.execute(self._history_insert(entries))
+
+        await self._run("add_history", op, write=True)
+
+    async def get(self, key: SessionKey) -> SessionState | None:
+        async def op(c: AsyncConnection) -> SessionState | None:
+            row = (
+                await c.execute(
+                    sa.select(t.sessions).where(
+                        t.sessions.c.bot_id == key.bot_id, t.sessions.c.user_id == key.user_id
+                    )
+                )
+            ).first()
+            return _state(row) if row else None
+
+        return await self._run("get", op)
+
+    async def most_recent(self, bot_id: str) -> SessionState | None:
+        async def op(c: AsyncConnection) -> SessionState | None:
+            row = (
+                await c.execute(
+                    sa.select(t.sessions)
+                    .where(t.sessions.c.bot_id == bot_id)
+                    .order_by(t.sessions.c.last_seen.desc())
+                    .limit(1)
+                )
+            ).first()
+            return _state(row) if row else None
+
+        return await self._run("most_recent", op)
+
+    async def list_bot(
+        self, bot_id: str, phase: Phase | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[SessionState], int]:
+        """One page of a bot's sessions, most recently seen first, and the total count."""
+        where = [t.sessions.c.bot_id == bot_id]
+        if phase is not None:
+            where.append(t.sessions.c.phase == phase.value)
+
+        async def op(c: AsyncConnection) -> tuple[list[SessionState], int]:
+            rows = (
+                await c.execute(
+                    sa.select(t.sessions)
+                    .where(*where)
+                    .order_by(t.sessions.c.last_seen.desc(), t.sessions.c.user_id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+            total = (
+                await c.execute(sa.select(sa.func.count()).select_from(t.sessions).where(*where))
+            ).scalar_one()
+            return [_state(r) for r in rows], total
+
+        return await self._run("list_bot", op)
+
+    async def all_keys(self) -> set[SessionKey]:
+        async def op(c: AsyncConnection) -> set[SessionKey]:
+            rows = await c.execute(sa.select(t.sessions.c.bot_id, t.sessions.c.user_id))
+            return {SessionKey(r.bot_id, r.user_id) for r in rows}
+
+        return await self._run("all_keys", op)
+
+    async def history(self, key: SessionKey, limit: int = 20) -> list[HistoryEntry]:
+        """The newest `limit` transitions of a session, newest first."""
+
+        async def op(c: AsyncConnection) -> list[HistoryEntry]:
+            rows = await c.execute(
+                sa.select(t.history)
+                .where(t.history.c.bot_id == key.bot_id, t.history.c.user_id == key.user_id)
+                .order_by(t.history.c.revision.desc())
+                .limit(limit)
+            )
+            return [
+                HistoryEntry(
+                    key=key,
+                    revision=r.revision,
+                    from_phase=Phase(r.from_phase) if r.from_phase else None,
+                    to_phase=Phase(r.to_phase),
+                    reason=Reason(r.reason),
+                    actor=r.actor,
+                    at=r.at,
+                )
+                for r in rows
+            ]
+
+        return await self._run("history", op)
+
+    async def delete(self, key: SessionKey) -> int:
+        """Delete the session's row and its history; returns the rows deleted."""
+
+        async def op(c: AsyncConnection) -> int:
+            deleted = 0
+            for table in (t.sessions, t.history):
+                result = await c.execute(
+                    sa.delete(table).where(
+                        table.c.bot_id == key.bot_id, table.c.user_id == key.user_id
+                    )
+                )
+                deleted += result.rowcount
+            return deleted
+
+        return await self._run("delete", op, write=True)
+
+    # --- sweeps and clears -------------------------------------------------------------
+
+    async def record_cleanup_run(self, run: CleanupRun) -> None:
+        async def op(c: AsyncConnection) -> None:
+            await c.execute(
+                sa.insert(t.cleanup_runs).values(
+                    started_at=run.started_at,
+                    finished_at=run.finished_at,
+                    removed=run.removed,
+                    expired=run.expired,
+                    inactive=run.inactive,
+                    succeeded=run.succeeded,
+                    error=run.error,
+                    runner=run.runner,
+                )
+            )
+
+        await self._run("record_cleanup_run", op, write=True)
+
+    async def cleanup_runs(self, limit: int = 20) -> list[CleanupRun]:
+        async def op(c: AsyncConnection) -> list[CleanupRun]:
+            rows = await c.execute(
+                sa.select(t.cleanup_runs).order_by(t.cleanup_runs.c.started_at.desc()).limit(limit)
+            )
+            return [
+                CleanupRun(
+                    r.started_at,
+                    r.finished_at,
+                    r.removed,
+                    r.expired,
+                    r.inactive,
+                    r.succeeded,
+                    r.error,
+                    r.runner,
+                )
+                for r in rows
+            ]
+
+        return await self._run("cleanup_runs", op)
+
+    async def record_clear(self, audit: ClearAudit) -> None:
+        async def op(c: AsyncConnection) -> None:
+            await c.execute(
+                sa.insert(t.clear_audit).values(
+                    at=utcnow(),
+                    actor=audit.actor,
+                    bot_id=audit.bot_id,
+                    user_fingerprint=audit.user_fingerprint,
+                    scope=audit.scope,
+                    clear_session=audit.flags[0],
+                    clear_redis=audit.flags[1],
+                    clear_database=audit.flags[2],
+                    sessions_deleted=audit.sessions_deleted,
+                    redis_keys_deleted=audit.redis_keys_deleted,
+                    database_rows_deleted=audit.database_rows_deleted,
+                )
+            )
+
+        await self._run("record_clear", op, write=True)
+
+    async def clear_audits(self, bot_id: str) -> list[ClearAudit]:
+        async def op(c: AsyncConnection) -> list[ClearAudit]:
+            rows = await c.execute(
+                sa.select(t.clear_audit)
+                .where(t.clear_audit.c.bot_id == bot_id)
+                .order_by(t.clear_audit.c.id)
+            )
+            return [
+                ClearAudit(
+                    r.actor,
+                    r.bot_id,
+                    r.user_fingerprint,
+                    r.scope,
+                    (r.clear_session, r.clear_redis, r.clear_database),
+                    r.sessions_deleted,
+                    r.redis_keys_deleted,
+                    r.database_rows_deleted,
+                )
+                for r in rows
+            ]
+
+        return await self._run("clear_audits", op)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _state(row: Any) -> SessionState:
+    return SessionState(
+        key=SessionKey(row.bot_id, row.user_id),
+        phase=Phase(row.phase),
+        revision=row.revision,
+        reason=Reason(row.reason) if row.reason else None,
+        last_seen=row.last_seen,
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        identity=Identity(row.phone_number, row.display_name, row.session_id),
+    )

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def botsession(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_migrate_by_hand_then_again(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}"
+    first = botsession("migrate", "--database-url", url)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "schema: empty -> 0001"
+    again = botsession("migrate", "--database-url", url)
+    assert again.stdout.strip() == "schema: 0001 -> 0001"
+
+
+def test_a_bad_setting_stops_with_its_name(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "BOTSESSION_SESSION_TTL": "forever"}
+    result = botsession("migrate", env=env)
+    assert result.returncode == 2
+    assert "BOTSESSION_SESSION_TTL" in result.stderr

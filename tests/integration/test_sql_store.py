@@ -1,0 +1,142 @@
+"""The SQL store on SQLite and on a real PostgreSQL: every test runs against both."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from sessions import sql_schema
+from sessions.migrate import head_revision, is_current, upgrade
+from sessions.model import HistoryEntry, Phase, Reason, SessionKey, StoreUnavailable
+from sessions.sql_store import CleanupRun, ClearAudit, SqlStore, create_engine
+from tests.conftest import make_state
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2031, 5, 17, 10, 30, 0, tzinfo=UTC)
+KEY = SessionKey("bot-1", "user-1")
+
+
+def entry(revision: int, frm: Phase | None, to: Phase, reason: Reason) -> HistoryEntry:
+    return HistoryEntry(KEY, revision, frm, to, reason, "test", T0 + timedelta(seconds=revision))
+
+
+async def test_migrations_from_empty_and_rerun_on_current(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        assert not await is_current(engine)
+        assert await upgrade(engine) == (None, head_revision())
+        assert await is_current(engine)
+        assert await upgrade(engine) == (head_revision(), head_revision())
+
+        def tables(connection: sa.Connection) -> set[str]:
+            return set(sa.inspect(connection).get_table_names())
+
+        async with engine.connect() as connection:
+            names = await connection.run_sync(tables)
+        assert names == set(sql_schema.metadata.tables) | {"alembic_version"}
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_migrations_run_once(database_url: str) -> None:
+    engines = [create_engine(database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(upgrade(e) for e in engines))
+        assert sorted(results, key=str) == sorted(
+            [(None, head_revision())] + [(head_revision(), head_revision())] * 2, key=str
+        )
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_round_trip(sql_store: SqlStore) -> None:
+    state = make_state(last_seen=T0, phase=Phase.ACTIVE, revision=2, reason=Reason.CONNECTED)
+    await sql_store.write(state)
+    assert await sql_store.get(KEY) == state
+    assert await sql_store.get(SessionKey("bot-1", "nobody")) is None
+
+
+async def test_an_older_revision_does_not_overwrite(sql_store: SqlStore) -> None:
+    await sql_store.write(make_state(last_seen=T0, phase=Phase.ACTIVE, revision=3))
+    await sql_store.write(make_state(last_seen=T0, phase=Phase.CONNECTING, revision=2))
+    stored = await sql_store.get(KEY)
+    assert stored is not None and (stored.phase, stored.revision) == (Phase.ACTIVE, 3)
+
+
+async def test_last_seen_never_moves_backwards(sql_store: SqlStore) -> None:
+    await sql_store.write(make_state(last_seen=T0 + timedelta(minutes=5), revision=1))
+    await sql_store.write(make_state(last_seen=T0, revision=1))
+    stored = await sql_store.get(KEY)
+    assert stored is not None and stored.last_seen == T0 + timedelta(minutes=5)
+
+
+async def test_the_same_revision_twice_writes_one_history_row(sql_store: SqlStore) -> None:
+    state = make_state(last_seen=T0, phase=Phase.CONNECTING, revision=1)
+    first = entry(1, None, Phase.CONNECTING, Reason.CREATED)
+    await sql_store.write(state, [first])
+    await sql_store.write(state, [first])
+    await sql_store.add_history([first])
+    assert await sql_store.history(KEY) == [first]
+
+
+async def test_history_is_newest_first(sql_store: SqlStore) -> None:
+    entries = [
+        entry(1, None, Phase.CONNECTING, Reason.CREATED),
+        entry(2, Phase.CONNECTING, Phase.ACTIVE, Reason.CONNECTED),
+        entry(3, Phase.ACTIVE, Phase.INACTIVE, Reason.LOGGED_OUT),
+    ]
+    await sql_store.add_history(entries)
+    assert await sql_store.history(KEY, limit=2) == entries[::-1][:2]
+
+
+async def test_list_bot_filters_and_paginates(sql_store: SqlStore) -> None:
+    for i in range(7):
+        phase = Phase.ACTIVE if i % 2 else Phase.INACTIVE
+        await sql_store.write(
+            make_state(user=f"u{i}", phase=phase, last_seen=T0 + timedelta(minutes=i))
+        )
+    await sql_store.write(make_state(bot="other", user="x", last_seen=T0))
+    page, total = await sql_store.list_bot("bot-1", limit=3, offset=0)
+    assert total == 7
+    assert [s.key.user_id for s in page] == ["u6", "u5", "u4"]
+    active, total_active = await sql_store.list_bot("bot-1", Phase.ACTIVE, limit=2, offset=2)
+    assert total_active == 3 and [s.key.user_id for s in active] == ["u1"]
+    most_recent = await sql_store.most_recent("bot-1")
+    assert most_recent is not None and most_recent.key.user_id == "u6"
+
+
+async def test_delete_removes_row_and_history(sql_store: SqlStore) -> None:
+    await sql_store.write(
+        make_state(last_seen=T0),
+        [
+            entry(1, None, Phase.CONNECTING, Reason.CREATED),
+            entry(2, Phase.CONNECTING, Phase.ACTIVE, Reason.CONNECTED),
+        ],
+    )
+    await sql_store.write(make_state(user="other", last_seen=T0))
+    assert await sql_store.delete(KEY) == 3
+    assert await sql_store.delete(KEY) == 0
+    assert await sql_store.get(SessionKey("bot-1", "other")) is not None
+
+
+async def test_cleanup_runs_and_clear_audits(sql_store: SqlStore) -> None:
+    run = CleanupRun(T0, T0 + timedelta(seconds=1), 5, 3, 2, True, None, "pod-a")
+    failed = CleanupRun(T0 + timedelta(hours=1), None, 0, 0, 0, False, "redis down", "pod-a")
+    await sql_store.record_cleanup_run(run)
+    await sql_store.record_cleanup_run(failed)
+    assert await sql_store.cleanup_runs() == [failed, run]
+    audit = ClearAudit("frontend", "bot-1", "abc", "session", (True, False, True), 1, 0, 4)
+    await sql_store.record_clear(audit)
+    assert await sql_store.clear_audits("bot-1") == [audit]
+
+
+async def test_unreachable_database_raises_store_unavailable() -> None:
+    store = SqlStore(create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none"))
+    with pytest.raises(StoreUnavailable, match="database is unavailable"):
+        await store.get(KEY)
+    await store.close()
