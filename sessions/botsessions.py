@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sessions.model import Identity, Phase, Reason, SessionKey, Transition
+from sessions.model import HistoryEntry, Identity, Phase, Reason, SessionKey
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class BotSessionRecord:
     expires_at: datetime | None = None
     deleting: bool = False
     resource_version: str = ""
+    recent: tuple[HistoryEntry, ...] = ()  # the last few transitions, newest last
+    synced_revision: int = 0  # the revision the controller copied to Redis and the database
 
     def ttl(self, default: timedelta) -> timedelta:
         return timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else default
@@ -54,14 +56,13 @@ class BotSessions(Protocol):
     async def set_phase(
         self,
         record: BotSessionRecord,
-        transition: Transition,
-        revision: int,
+        entry: HistoryEntry,
         last_seen: datetime,
         expires_at: datetime,
     ) -> BotSessionRecord:
-        """Compare-and-swap: apply the transition only if the stored revision is still
-        record.revision. Raises RevisionConflict when it is not, TransitionRefused when
-        the server refuses the transition."""
+        """Compare-and-swap: apply the transition `entry` (revision = record.revision + 1)
+        only if the stored revision is still record.revision. Raises RevisionConflict when
+        it is not, TransitionRefused when the server refuses the transition."""
 
     async def delete(self, key: SessionKey, wait: timedelta) -> DeleteOutcome:
         """Request deletion and wait up to `wait` for the object to disappear."""

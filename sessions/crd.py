@@ -50,10 +50,16 @@ def transition_rule() -> str:
 
 
 def first_phase_rule() -> str:
-    first = [to.value for (frm, to) in TRANSITIONS if frm is None]
+    """CEL: after an empty phase only the table's first phase (with its reason) may follow."""
+    firsts = " || ".join(
+        f"(self.status.phase == '{to.value}' && has(self.status.reason) && "
+        f"self.status.reason in {_quoted(sorted(r.value for r in reasons))})"
+        for (frm, to), reasons in TRANSITIONS.items()
+        if frm is None
+    )
     return (
         "(has(oldSelf.status) && has(oldSelf.status.phase)) || !has(self.status) || "
-        f"!has(self.status.phase) || self.status.phase in {_quoted(first)}"
+        f"!has(self.status.phase) || {firsts}"
     )
 
 
@@ -88,6 +94,21 @@ def _condition_schema() -> dict[str, Any]:
             "lastTransitionTime": _RFC3339,
             "reason": {"type": "string", "maxLength": 1024},
             "message": {"type": "string", "maxLength": 32768},
+        },
+    }
+
+
+def _transition_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["revision", "to", "reason", "at"],
+        "properties": {
+            "revision": {"type": "integer", "format": "int64", "minimum": 1},
+            "from": {"type": "string", "enum": ["", *(p.value for p in Phase)]},
+            "to": {"type": "string", "enum": [p.value for p in Phase]},
+            "reason": {"type": "string", "enum": [r.value for r in Reason]},
+            "actor": {"type": "string", "maxLength": 128},
+            "at": _RFC3339,
         },
     }
 
@@ -132,6 +153,20 @@ def status_schema() -> dict[str, Any]:
             "lastSeen": _RFC3339,
             "expiresAt": _RFC3339,
             "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+            "syncedRevision": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "description": "The revision the controller has copied to Redis and the "
+                "database (and announced as an Event).",
+            },
+            "recentTransitions": {
+                "type": "array",
+                "maxItems": 10,
+                "description": "The last transitions, oldest first; the controller backfills "
+                "the database's history from them.",
+                "items": _transition_schema(),
+            },
             "conditions": {
                 "type": "array",
                 "maxItems": 8,

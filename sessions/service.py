@@ -130,12 +130,11 @@ class SessionService:
         ttl = record.ttl(self.settings.session_ttl)
         for step in steps:
             revision = record.revision + 1
-            record = await self.botsessions.set_phase(record, step, revision, seen, seen + ttl)
-            entries.append(
-                HistoryEntry(
-                    record.key, revision, step.from_phase, step.to_phase, step.reason, actor, now
-                )
+            entry = HistoryEntry(
+                record.key, revision, step.from_phase, step.to_phase, step.reason, actor, now
             )
+            record = await self.botsessions.set_phase(record, entry, seen, seen + ttl)
+            entries.append(entry)
             log_fields(
                 log,
                 "session transition",

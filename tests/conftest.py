@@ -13,9 +13,11 @@ from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
+from sessions.kube import KubeClient, load_kubeconfig
 from sessions.migrate import upgrade
 from sessions.model import Identity, Phase, Reason, SessionKey, SessionState, utcnow
 from sessions.redis_store import RedisStore, connect
+from sessions.resources import KubeBotSessions
 from sessions.sql_store import SqlStore, create_engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,3 +123,25 @@ def make_state(
         created_at=seen,
         identity=identity or Identity("1234567890", "User Name", "session_123"),
     )
+
+
+@pytest.fixture
+def namespace(controlplane: ControlPlane) -> str:
+    """A fresh namespace per test (never deleted: there is no namespace controller)."""
+    name = f"t{next(_db_counter)}-{os.getpid()}"
+    kubectl(controlplane.kubeconfig, "create", "namespace", name)
+    return name
+
+
+@pytest.fixture
+async def kube_client(controlplane: ControlPlane) -> AsyncIterator[KubeClient]:
+    client = KubeClient(load_kubeconfig(controlplane.kubeconfig))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def kube_botsessions(kube_client: KubeClient, namespace: str) -> KubeBotSessions:
+    return KubeBotSessions(kube_client, namespace)

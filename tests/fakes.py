@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 
 from sessions.botsessions import BotSessionRecord, DeleteOutcome
 from sessions.model import (
+    HistoryEntry,
     Identity,
     RevisionConflict,
     SessionKey,
     StoreUnavailable,
-    Transition,
     check_transition,
     utcnow,
 )
@@ -52,8 +52,7 @@ class InMemoryBotSessions:
     async def set_phase(
         self,
         record: BotSessionRecord,
-        transition: Transition,
-        revision: int,
+        entry: HistoryEntry,
         last_seen: datetime,
         expires_at: datetime,
     ) -> BotSessionRecord:
@@ -61,16 +60,18 @@ class InMemoryBotSessions:
         stored = self.objects.get(record.key)
         if stored is None or stored.revision != record.revision:
             raise RevisionConflict(f"{record.key} changed")
-        if transition.from_phase != stored.phase or revision != stored.revision + 1:
+        if entry.from_phase != stored.phase or entry.revision != stored.revision + 1:
             raise RevisionConflict(f"{record.key} changed")
-        check_transition(stored.phase, transition.to_phase, transition.reason)
+        check_transition(stored.phase, entry.to_phase, entry.reason)
         updated = replace(
             stored,
-            phase=transition.to_phase,
-            reason=transition.reason,
-            revision=revision,
+            phase=entry.to_phase,
+            reason=entry.reason,
+            revision=entry.revision,
             last_seen=last_seen,
             expires_at=expires_at,
+            recent=(*stored.recent, entry)[-10:],
+            resource_version=str(self.writes + 1),
         )
         self.objects[record.key] = updated
         self.writes += 1

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack.redis_server import RedisServer
+from sessions.botsessions import BotSessionRecord, BotSessions
 from sessions.cleanup import sweep
 from sessions.model import (
     Identity,
@@ -26,6 +27,7 @@ from sessions.model import (
     TransitionRefused,
 )
 from sessions.redis_store import RedisStore, connect
+from sessions.resources import KubeBotSessions
 from sessions.service import ClearFlags, SessionService
 from sessions.settings import load_settings
 from sessions.sql_store import SqlStore
@@ -53,14 +55,47 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=["memory", "kubernetes"])
+def botsessions(request: pytest.FixtureRequest) -> BotSessions:
+    """Every use-case runs on the in-memory BotSessions and on the real API server."""
+    if request.param == "memory":
+        return InMemoryBotSessions()
+    kube: KubeBotSessions = request.getfixturevalue("kube_botsessions")
+    kube.poll_interval = 0.05
+    return kube
+
+
 @pytest.fixture
-def botsessions() -> InMemoryBotSessions:
+def memory_botsessions() -> InMemoryBotSessions:
+    """For the failure cases that the fake can inject (the real ones are in test_resources)."""
     return InMemoryBotSessions()
 
 
 @pytest.fixture
+def memory_service(
+    memory_botsessions: InMemoryBotSessions,
+    redis_store: RedisStore,
+    sql_store: SqlStore,
+    clock: Clock,
+) -> SessionService:
+    return SessionService(
+        memory_botsessions,
+        redis_store,
+        sql_store,
+        load_settings(session_ttl="24h", clear_wait="1s"),
+        clock,
+    )
+
+
+async def fetch(botsessions: BotSessions, key: SessionKey = KEY) -> BotSessionRecord:
+    record = await botsessions.get(key)
+    assert record is not None
+    return record
+
+
+@pytest.fixture
 async def service(
-    botsessions: InMemoryBotSessions, redis_store: RedisStore, sql_store: SqlStore, clock: Clock
+    botsessions: BotSessions, redis_store: RedisStore, sql_store: SqlStore, clock: Clock
 ) -> SessionService:
     return SessionService(
         botsessions,
@@ -72,7 +107,7 @@ async def service(
 
 
 async def test_first_report_creates_the_session_everywhere(
-    service: SessionService, botsessions: InMemoryBotSessions, caplog: pytest.LogCaptureFixture
+    service: SessionService, botsessions: BotSessions, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sessions.service")
     result = await service.report(
@@ -80,7 +115,7 @@ async def test_first_report_creates_the_session_everywhere(
     )
     assert result.created
     assert (result.state.phase, result.state.revision) == (Phase.CONNECTING, 1)
-    record = botsessions.objects[KEY]
+    record = await fetch(botsessions)
     assert (record.phase, record.reason, record.revision) == (Phase.CONNECTING, Reason.CREATED, 1)
     redis_state = await service.redis.get(KEY)
     assert redis_state == result.state
@@ -117,14 +152,14 @@ async def test_first_report_connected_records_two_transitions(service: SessionSe
 
 
 async def test_a_report_of_the_current_phase_only_refreshes_last_seen(
-    service: SessionService, botsessions: InMemoryBotSessions, clock: Clock
+    service: SessionService, botsessions: BotSessions, clock: Clock
 ) -> None:
     await service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
-    writes = botsessions.writes
+    version = (await fetch(botsessions)).resource_version
     clock.advance(minutes=3)
     result = await service.report(KEY, ReportedState.CONNECTED)
     assert result.transitions == [] and not result.created
-    assert botsessions.writes == writes
+    assert (await fetch(botsessions)).resource_version == version
     assert len(await service.sql.history(KEY)) == 2
     stored = await service.redis.get(KEY)
     assert stored is not None and stored.last_seen == clock.now
@@ -159,9 +194,10 @@ async def test_a_refused_transition_writes_nothing(service: SessionService) -> N
 
 
 async def test_kubernetes_down_writes_nothing(
-    service: SessionService, botsessions: InMemoryBotSessions
+    memory_service: SessionService, memory_botsessions: InMemoryBotSessions
 ) -> None:
-    botsessions.unavailable = True
+    service = memory_service
+    memory_botsessions.unavailable = True
     with pytest.raises(StoreUnavailable, match="kubernetes"):
         await service.report(KEY, ReportedState.CONNECTING, identity=IDENTITY)
     assert await service.redis.get(KEY) is None
@@ -169,7 +205,7 @@ async def test_kubernetes_down_writes_nothing(
 
 
 async def test_redis_down_on_report_writes_the_rest_and_says_pending(
-    botsessions: InMemoryBotSessions, sql_store: SqlStore, clock: Clock
+    botsessions: BotSessions, sql_store: SqlStore, clock: Clock
 ) -> None:
     with RedisServer() as server:
         store = RedisStore(connect(server.url, retries=0, timeout=timedelta(seconds=1)))
@@ -177,7 +213,7 @@ async def test_redis_down_on_report_writes_the_rest_and_says_pending(
         server.stop()
         result = await service.report(KEY, ReportedState.CONNECTING, identity=IDENTITY)
         assert result.redis_pending and not result.database_pending
-        assert botsessions.objects[KEY].phase is Phase.CONNECTING
+        assert (await fetch(botsessions)).phase is Phase.CONNECTING
         assert await sql_store.get(KEY) == result.state
         # and the status read falls back to the database while Redis is stopped
         view = await service.status("bot-1", KEY.user_id)
@@ -186,7 +222,7 @@ async def test_redis_down_on_report_writes_the_rest_and_says_pending(
 
 
 async def test_database_down_on_report_says_pending(
-    botsessions: InMemoryBotSessions, redis_store: RedisStore, clock: Clock
+    botsessions: BotSessions, redis_store: RedisStore, clock: Clock
 ) -> None:
     from sessions.sql_store import create_engine
 
@@ -232,15 +268,15 @@ async def test_status_without_user_is_the_most_recently_seen(
 
 
 async def test_heartbeat_touches_redis_only(
-    service: SessionService, clock: Clock, botsessions: InMemoryBotSessions
+    service: SessionService, clock: Clock, botsessions: BotSessions
 ) -> None:
     await service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
-    writes, db_row = botsessions.writes, await service.sql.get(KEY)
+    version, db_row = (await fetch(botsessions)).resource_version, await service.sql.get(KEY)
     clock.advance(minutes=10)
     beat = await service.heartbeat(KEY)
     assert (beat.phase, beat.last_seen) == (Phase.ACTIVE, clock.now)
     assert beat.expires_at == clock.now + timedelta(hours=24)
-    assert botsessions.writes == writes
+    assert (await fetch(botsessions)).resource_version == version
     assert await service.sql.get(KEY) == db_row
 
 
@@ -294,7 +330,7 @@ FLAG_COMBINATIONS = [ClearFlags(*combo) for combo in itertools.product([True, Fa
 async def test_every_clear_flag_combination(
     service: SessionService,
     flags: ClearFlags,
-    botsessions: InMemoryBotSessions,
+    botsessions: BotSessions,
     redis_store: RedisStore,
 ) -> None:
     await service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
@@ -307,7 +343,7 @@ async def test_every_clear_flag_combination(
         return
     result = await service.clear("bot-1", KEY.user_id, flags, actor="frontend")
     assert result.complete
-    assert (KEY in botsessions.objects) is not flags.session
+    assert (await botsessions.get(KEY) is None) is flags.session
     assert result.sessions == int(flags.session)
     if flags.redis:
         assert result.redis_keys == 3
@@ -318,7 +354,7 @@ async def test_every_clear_flag_combination(
             == 0
         )
         if not flags.session:  # it stays, inactive, so nothing restores the keys
-            record = botsessions.objects[KEY]
+            record = await fetch(botsessions)
             assert (record.phase, record.reason) == (Phase.INACTIVE, Reason.CLEARED)
     else:
         assert result.redis_keys == 0 and await redis_store.get(KEY) is not None
@@ -336,36 +372,38 @@ async def test_every_clear_flag_combination(
     )
     assert audit.user_fingerprint is not None and KEY.user_id not in audit.user_fingerprint
     # the bystander is untouched
-    assert other in botsessions.objects and await redis_store.get(other) is not None
+    assert await botsessions.get(other) is not None and await redis_store.get(other) is not None
     # repeating it is harmless
     again = await service.clear("bot-1", KEY.user_id, flags, actor="frontend")
     assert again.complete and (again.sessions, again.redis_keys) == (0, 0)
 
 
 async def test_clear_reports_a_pending_deletion(
-    service: SessionService, botsessions: InMemoryBotSessions
+    memory_service: SessionService, memory_botsessions: InMemoryBotSessions
 ) -> None:
+    service = memory_service
     await service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
-    botsessions.pending_deletes.add(KEY)
+    memory_botsessions.pending_deletes.add(KEY)
     result = await service.clear("bot-1", KEY.user_id, ClearFlags(), actor="frontend")
     assert result.pending == [f"session {KEY}"] and not result.complete
 
 
 async def test_clear_every_session_of_a_bot(
-    service: SessionService, botsessions: InMemoryBotSessions
+    service: SessionService, botsessions: BotSessions
 ) -> None:
     for user in ("a", "b", "c"):
         await service.report(SessionKey("bot-1", user), ReportedState.CONNECTED)
     await service.report(SessionKey("bot-2", "a"), ReportedState.CONNECTED)
     result = await service.clear("bot-1", None, ClearFlags(), actor="admin")
     assert (result.sessions, result.redis_keys) == (3, 9)
-    assert list(botsessions.objects) == [SessionKey("bot-2", "a")]
+    assert [r.key for r in await botsessions.list_bot("bot-1")] == []
+    assert await botsessions.get(SessionKey("bot-2", "a")) is not None
     (audit,) = await service.sql.clear_audits("bot-1")
     assert (audit.scope, audit.user_fingerprint) == ("bot", None)
 
 
 async def test_swept_sessions_become_inactive_expired_with_history(
-    service: SessionService, clock: Clock, botsessions: InMemoryBotSessions
+    service: SessionService, clock: Clock, botsessions: BotSessions
 ) -> None:
     short = SessionService(
         service.botsessions, service.redis, service.sql, load_settings(session_ttl="10m"), clock
@@ -384,7 +422,7 @@ async def test_swept_sessions_become_inactive_expired_with_history(
     assert [(e.key, e.to_phase, e.reason) for e in entries] == [
         (KEY, Phase.INACTIVE, Reason.EXPIRED)
     ]
-    record = botsessions.objects[KEY]
+    record = await fetch(botsessions)
     assert (record.phase, record.reason, record.last_seen) == (Phase.INACTIVE, Reason.EXPIRED, seen)
     db = await short.sql.get(KEY)
     assert db is not None and (db.phase, db.reason, db.last_seen) == (

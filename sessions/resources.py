@@ -1,0 +1,276 @@
+"""BotSession objects through the Kubernetes API: the real implementation of
+sessions.botsessions.BotSessions.
+
+Names are derived from botId/userId (valid for Kubernetes whatever characters they hold;
+the originals stay in spec). A phase change is a compare-and-swap: a JSON patch whose first
+operation tests status.revision (or, for the very first phase, a merge patch carrying the
+object's resourceVersion). Errors of the API server become domain errors:
+unreachable/429/5xx -> StoreUnavailable, 409 or a failed test -> RevisionConflict,
+422 from the CEL rules -> TransitionRefused, 404 -> SessionNotFound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sessions.botsessions import BotSessionRecord, DeleteOutcome
+from sessions.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from sessions.kube import ApiError, KubeClient
+from sessions.model import (
+    HistoryEntry,
+    Identity,
+    Phase,
+    Reason,
+    RevisionConflict,
+    SessionKey,
+    SessionNotFound,
+    TransitionRefused,
+    format_time,
+    parse_time,
+)
+
+BOT_LABEL = f"{GROUP}/bot"
+RECENT_TRANSITIONS = 10
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+
+
+def _slug(text: str, limit: int) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+
+
+def resource_name(key: SessionKey) -> str:
+    """A DNS-1123 name, readable where possible and unique through a digest:
+    ('Bot_1', '4915112345678@c.us') -> 'bot-1-4915112345678-c-us-3f1a9c0e5b'."""
+    digest = hashlib.sha256(f"{key.bot_id}\0{key.user_id}".encode()).hexdigest()[:10]
+    readable = "-".join(part for part in (_slug(key.bot_id, 40), _slug(key.user_id, 40)) if part)
+    return f"{readable}-{digest}" if readable else f"bs-{digest}"
+
+
+def bot_label(bot_id: str) -> str:
+    """The label value that selects a bot's BotSessions (botIds may hold @ + =, which labels
+    may not: those get a digest instead)."""
+    if _LABEL_VALUE.match(bot_id):
+        return bot_id
+    return "sha-" + hashlib.sha256(bot_id.encode()).hexdigest()[:40]
+
+
+def _entry_json(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "revision": entry.revision,
+        "from": entry.from_phase.value if entry.from_phase else "",
+        "to": entry.to_phase.value,
+        "reason": entry.reason.value,
+        "actor": entry.actor,
+        "at": format_time(entry.at),
+    }
+
+
+def _entry_of(key: SessionKey, item: dict[str, Any]) -> HistoryEntry:
+    return HistoryEntry(
+        key,
+        int(item["revision"]),
+        Phase(item["from"]) if item.get("from") else None,
+        Phase(item["to"]),
+        Reason(item["reason"]),
+        item.get("actor", ""),
+        parse_time(item["at"]),
+    )
+
+
+def record_of(body: dict[str, Any]) -> BotSessionRecord:
+    """A BotSessionRecord from a BotSession object (as the API server returns it)."""
+    meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
+    key = SessionKey(spec["botId"], spec["userId"])
+    return BotSessionRecord(
+        key=key,
+        name=meta["name"],
+        phase=Phase(status["phase"]) if status.get("phase") else None,
+        reason=Reason(status["reason"]) if status.get("reason") else None,
+        revision=int(status.get("revision") or 0),
+        identity=Identity(
+            spec.get("phoneNumber", ""), spec.get("displayName", ""), spec.get("sessionId", "")
+        ),
+        created_at=parse_time(meta["creationTimestamp"]),
+        ttl_seconds=spec.get("ttlSeconds"),
+        last_seen=parse_time(status["lastSeen"]) if status.get("lastSeen") else None,
+        expires_at=parse_time(status["expiresAt"]) if status.get("expiresAt") else None,
+        deleting=bool(meta.get("deletionTimestamp")),
+        resource_version=meta.get("resourceVersion", ""),
+        recent=tuple(_entry_of(key, item) for item in status.get("recentTransitions") or []),
+        synced_revision=int(status.get("syncedRevision") or 0),
+    )
+
+
+def manifest(
+    key: SessionKey, identity: Identity, namespace: str, ttl_seconds: int | None = None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"botId": key.bot_id, "userId": key.user_id}
+    if identity.phone_number:
+        spec["phoneNumber"] = identity.phone_number
+    if identity.display_name:
+        spec["displayName"] = identity.display_name
+    if identity.session_id:
+        spec["sessionId"] = identity.session_id
+    if ttl_seconds:
+        spec["ttlSeconds"] = ttl_seconds
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": resource_name(key),
+            "namespace": namespace,
+            "labels": {
+                BOT_LABEL: bot_label(key.bot_id),
+                "app.kubernetes.io/managed-by": "botsession-operator",
+            },
+        },
+        "spec": spec,
+    }
+
+
+def phase_patch(
+    record: BotSessionRecord, entry: HistoryEntry, last_seen: datetime, expires_at: datetime
+) -> tuple[str, Any]:
+    """(content type, body) of the compare-and-swap status patch for one transition."""
+    fields = {
+        "phase": entry.to_phase.value,
+        "reason": entry.reason.value,
+        "revision": entry.revision,
+        "lastSeen": format_time(last_seen),
+        "expiresAt": format_time(expires_at),
+    }
+    if record.phase is None:  # first phase: no revision to test yet
+        return "application/merge-patch+json", {
+            "metadata": {"resourceVersion": record.resource_version},
+            "status": {**fields, "recentTransitions": [_entry_json(entry)]},
+        }
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/status/revision", "value": record.revision},
+        *(
+            {"op": "add", "path": f"/status/{name}", "value": value}
+            for name, value in fields.items()
+        ),
+    ]
+    if record.recent:
+        ops.append(
+            {"op": "add", "path": "/status/recentTransitions/-", "value": _entry_json(entry)}
+        )
+        ops += [{"op": "remove", "path": "/status/recentTransitions/0"}] * max(
+            0, len(record.recent) + 1 - RECENT_TRANSITIONS
+        )
+    else:
+        ops.append(
+            {"op": "add", "path": "/status/recentTransitions", "value": [_entry_json(entry)]}
+        )
+    return "application/json-patch+json", ops
+
+
+class KubeBotSessions:
+    """BotSessions in one namespace."""
+
+    def __init__(self, client: KubeClient, namespace: str, poll_interval: float = 0.1) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.poll_interval = poll_interval
+        self.base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+
+    def path(self, key: SessionKey) -> str:
+        return f"{self.base}/{resource_name(key)}"
+
+    async def get(self, key: SessionKey) -> BotSessionRecord | None:
+        try:
+            record = record_of(await self.client.request("GET", self.path(key)))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return record if record.key == key else None
+
+    async def create(
+        self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
+    ) -> BotSessionRecord:
+        body = manifest(key, identity, self.namespace, ttl_seconds)
+        try:
+            return record_of(await self.client.request("POST", self.base, json=body))
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        existing = await self.get(key)
+        if existing is None:
+            raise RevisionConflict(f"session {key} is being deleted; try again")
+        return existing
+
+    async def set_phase(
+        self,
+        record: BotSessionRecord,
+        entry: HistoryEntry,
+        last_seen: datetime,
+        expires_at: datetime,
+    ) -> BotSessionRecord:
+        content_type, body = phase_patch(record, entry, last_seen, expires_at)
+        try:
+            return record_of(
+                await self.client.request(
+                    "PATCH", f"{self.path(record.key)}/status", json=body, content_type=content_type
+                )
+            )
+        except ApiError as exc:
+            raise await self._patch_error(exc, record, entry) from exc
+
+    async def _patch_error(
+        self, exc: ApiError, record: BotSessionRecord, entry: HistoryEntry
+    ) -> Exception:
+        if exc.status == 404:
+            return SessionNotFound(f"session {record.key} does not exist")
+        if exc.status == 409:
+            return RevisionConflict(f"session {record.key} changed meanwhile")
+        if exc.status == 422:
+            # A failed JSON-patch `test` and a CEL refusal are both 422 Invalid: tell them
+            # apart by whether the stored revision moved on.
+            current = await self.get(record.key)
+            if current is None:
+                return SessionNotFound(f"session {record.key} does not exist")
+            if current.revision != record.revision:
+                return RevisionConflict(f"session {record.key} changed meanwhile")
+            return TransitionRefused(record.phase, entry.to_phase, entry.reason)
+        return exc
+
+    async def delete(self, key: SessionKey, wait: timedelta) -> DeleteOutcome:
+        try:
+            await self.client.request(
+                "DELETE", self.path(key), json={"propagationPolicy": "Background"}
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return DeleteOutcome.ABSENT
+            raise
+        deadline = asyncio.get_running_loop().time() + wait.total_seconds()
+        while asyncio.get_running_loop().time() < deadline:
+            if await self.get(key) is None:
+                return DeleteOutcome.DELETED
+            await asyncio.sleep(self.poll_interval)
+        return DeleteOutcome.DELETED if await self.get(key) is None else DeleteOutcome.PENDING
+
+    async def list_bot(self, bot_id: str) -> list[BotSessionRecord]:
+        return [
+            r
+            for r in await self.list_all(f"{BOT_LABEL}={bot_label(bot_id)}")
+            if r.key.bot_id == bot_id
+        ]
+
+    async def list_all(self, label_selector: str | None = None) -> list[BotSessionRecord]:
+        records: list[BotSessionRecord] = []
+        params: dict[str, str] = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            page = await self.client.request("GET", self.base, params=params)
+            records.extend(record_of(item) for item in page.get("items", []))
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return records
+            params["continue"] = token
