@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from controller import main as controller_main
 from devstack.postgres_server import PostgresServer
 from devstack.process import DevstackError
 from devstack.redis_server import RedisServer
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     services = commands.add_parser("services", help="run private Redis and PostgreSQL servers")
     services.set_defaults(func=_services)
+    operator = commands.add_parser("operator", help="run the operator (kopf controller)")
+    controller_main.add_arguments(operator)
+    operator.set_defaults(func=controller_main.run)
     migrate = commands.add_parser("migrate", help="migrate the database schema")
     migrate.add_argument("--database-url", help="default: $BOTSESSION_DATABASE_URL")
     migrate.set_defaults(func=_migrate)

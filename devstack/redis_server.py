@@ -18,8 +18,12 @@ def _ping(port: int) -> bool:
 class RedisServer(ManagedProcess):
     name = "redis"
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, persistent: bool = False
+    ) -> None:
+        """persistent: keep the data across stop/start (append-only file in the workdir)."""
         super().__init__(workdir)
+        self.persistent = persistent
         self.port = port or free_port()
         self.binary = find_binary("redis-server", "/usr/bin/redis-server")
 
@@ -40,7 +44,9 @@ class RedisServer(ManagedProcess):
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.workdir),
                 "--daemonize",

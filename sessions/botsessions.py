@@ -33,6 +33,8 @@ class BotSessionRecord:
     resource_version: str = ""
     recent: tuple[HistoryEntry, ...] = ()  # the last few transitions, newest last
     synced_revision: int = 0  # the revision the controller copied to Redis and the database
+    uid: str = ""
+    generation: int = 0
 
     def ttl(self, default: timedelta) -> timedelta:
         return timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else default

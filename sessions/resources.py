@@ -102,6 +102,8 @@ def record_of(body: dict[str, Any]) -> BotSessionRecord:
         resource_version=meta.get("resourceVersion", ""),
         recent=tuple(_entry_of(key, item) for item in status.get("recentTransitions") or []),
         synced_revision=int(status.get("syncedRevision") or 0),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
     )
 
 
@@ -178,17 +180,24 @@ class KubeBotSessions:
         self.poll_interval = poll_interval
         self.base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
 
-    def path(self, key: SessionKey) -> str:
-        return f"{self.base}/{resource_name(key)}"
+    def path(self, name: str) -> str:
+        return f"{self.base}/{name}"
 
-    async def get(self, key: SessionKey) -> BotSessionRecord | None:
+    async def _get_named(self, name: str) -> BotSessionRecord | None:
         try:
-            record = record_of(await self.client.request("GET", self.path(key)))
+            return record_of(await self.client.request("GET", self.path(name)))
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-        return record if record.key == key else None
+
+    async def get(self, key: SessionKey) -> BotSessionRecord | None:
+        """By the derived name (one GET); a BotSession made by hand under another name is
+        found through the bot label, which the controller stamps on every object."""
+        record = await self._get_named(resource_name(key))
+        if record is not None and record.key == key:
+            return record
+        return next((r for r in await self.list_bot(key.bot_id) if r.key == key), None)
 
     async def create(
         self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
@@ -215,7 +224,10 @@ class KubeBotSessions:
         try:
             return record_of(
                 await self.client.request(
-                    "PATCH", f"{self.path(record.key)}/status", json=body, content_type=content_type
+                    "PATCH",
+                    f"{self.path(record.name)}/status",
+                    json=body,
+                    content_type=content_type,
                 )
             )
         except ApiError as exc:
@@ -240,20 +252,24 @@ class KubeBotSessions:
         return exc
 
     async def delete(self, key: SessionKey, wait: timedelta) -> DeleteOutcome:
+        record = await self.get(key)
+        if record is None:
+            return DeleteOutcome.ABSENT
         try:
             await self.client.request(
-                "DELETE", self.path(key), json={"propagationPolicy": "Background"}
+                "DELETE", self.path(record.name), json={"propagationPolicy": "Background"}
             )
         except ApiError as exc:
             if exc.status == 404:
-                return DeleteOutcome.ABSENT
+                return DeleteOutcome.DELETED
             raise
         deadline = asyncio.get_running_loop().time() + wait.total_seconds()
-        while asyncio.get_running_loop().time() < deadline:
-            if await self.get(key) is None:
+        while True:
+            if await self._get_named(record.name) is None:
                 return DeleteOutcome.DELETED
+            if asyncio.get_running_loop().time() >= deadline:
+                return DeleteOutcome.PENDING
             await asyncio.sleep(self.poll_interval)
-        return DeleteOutcome.DELETED if await self.get(key) is None else DeleteOutcome.PENDING
 
     async def list_bot(self, bot_id: str) -> list[BotSessionRecord]:
         return [
@@ -274,3 +290,61 @@ class KubeBotSessions:
             if not token:
                 return records
             params["continue"] = token
+
+
+def event_manifest(
+    record: BotSessionRecord,
+    namespace: str,
+    *,
+    type_: str,
+    reason: str,
+    message: str,
+    name: str,
+    now: datetime,
+    component: str = "botsession-operator",
+) -> dict[str, Any]:
+    stamp = format_time(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": record.name,
+            "namespace": namespace,
+            "uid": record.uid,
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "source": {"component": component},
+        "reportingComponent": component,
+    }
+
+
+async def announce_transition(
+    client: KubeClient, namespace: str, record: BotSessionRecord, entry: HistoryEntry
+) -> bool:
+    """Post the Event of one transition, exactly once: its name is derived from the object
+    and the revision, so a retry (or a restarted operator) finds it already there."""
+    frm = entry.from_phase.value if entry.from_phase else "(none)"
+    body = event_manifest(
+        record,
+        namespace,
+        type_="Normal",
+        reason=entry.reason.value,
+        message=f"{frm} -> {entry.to_phase.value} (revision {entry.revision}, by {entry.actor})",
+        name=f"{record.name}.r{entry.revision}",
+        now=entry.at,
+    )
+    try:
+        await client.request("POST", f"/api/v1/namespaces/{namespace}/events", json=body)
+    except ApiError as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True

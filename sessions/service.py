@@ -109,7 +109,7 @@ class SessionService:
         self.settings = settings
         self.clock = clock
 
-    def _now(self) -> datetime:
+    def now(self) -> datetime:
         """Whole seconds: the precision of the contract's times and of Kubernetes."""
         return self.clock().replace(microsecond=0)
 
@@ -195,7 +195,7 @@ class SessionService:
         Creates the BotSession on a first report; a report of the current phase only
         refreshes lastSeen; refused transitions raise TransitionRefused.
         """
-        now = self._now()
+        now = self.now()
         record = await self.botsessions.get(key)
         created = record is None
         if record is None:
@@ -239,7 +239,7 @@ class SessionService:
     async def heartbeat(self, key: SessionKey) -> Heartbeat:
         """Refresh lastSeen in Redis only. A session Redis lost is restored from its
         BotSession (one API read, only on that miss)."""
-        now = self._now()
+        now = self.now()
         beat = await self.redis.heartbeat(key, now)
         if beat is None:
             record = await self.botsessions.get(key)
@@ -386,7 +386,7 @@ class SessionService:
             record = await self.botsessions.get(key)
             if record is None or record.phase in (None, Phase.INACTIVE):
                 return []
-            now = self._now()
+            now = self.now()
             seen = last_seen or record.last_seen or now
             step = Transition(record.phase, Phase.INACTIVE, reason)
             try:
@@ -422,8 +422,8 @@ class SessionService:
     ) -> CleanupRun:
         """Record a sweep run (or a failed one) for the dashboard and alerts."""
         run = CleanupRun(
-            started_at=result.started_at if result else (started_at or self._now()),
-            finished_at=result.finished_at if result else self._now(),
+            started_at=result.started_at if result else (started_at or self.now()),
+            finished_at=result.finished_at if result else self.now(),
             removed=len(result.removed) if result else 0,
             expired=(result.count("expired") + result.count("gone")) if result else 0,
             inactive=result.count("inactive") if result else 0,

@@ -287,6 +287,15 @@ class SqlStore:
 
         return await self._run("delete", op, write=True)
 
+    async def mark_ended(
+        self, key: SessionKey, reason: Reason, revision: int, at: datetime, actor: str
+    ) -> bool:
+        """A deleted BotSession: mark its row inactive with a history row, if the row still
+        exists (a clear may have deleted it: never resurrect it) and is not inactive."""
+        return await self._run(
+            "mark_ended", lambda c: _mark_ended(c, key, reason, revision, at, actor), write=True
+        )
+
     # --- sweeps and clears -------------------------------------------------------------
 
     async def record_cleanup_run(self, run: CleanupRun) -> None:
@@ -385,3 +394,40 @@ def _state(row: Any) -> SessionState:
         created_at=row.created_at,
         identity=Identity(row.phone_number, row.display_name, row.session_id),
     )
+
+
+async def _mark_ended(
+    connection: AsyncConnection,
+    key: SessionKey,
+    reason: Reason,
+    revision: int,
+    at: datetime,
+    actor: str,
+) -> bool:
+    row = (
+        await connection.execute(
+            sa.select(t.sessions.c.phase, t.sessions.c.revision).where(
+                t.sessions.c.bot_id == key.bot_id, t.sessions.c.user_id == key.user_id
+            )
+        )
+    ).first()
+    if row is None or row.phase == Phase.INACTIVE.value or row.revision >= revision:
+        return False
+    await connection.execute(
+        sa.update(t.sessions)
+        .where(t.sessions.c.bot_id == key.bot_id, t.sessions.c.user_id == key.user_id)
+        .values(phase=Phase.INACTIVE.value, reason=reason.value, revision=revision, updated_at=at)
+    )
+    await connection.execute(
+        sa.insert(t.history).values(
+            bot_id=key.bot_id,
+            user_id=key.user_id,
+            revision=revision,
+            from_phase=row.phase,
+            to_phase=Phase.INACTIVE.value,
+            reason=reason.value,
+            actor=actor,
+            at=at,
+        )
+    )
+    return True

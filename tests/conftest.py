@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
+from devstack.operator_process import OperatorProcess
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
 from sessions.kube import KubeClient, load_kubeconfig
@@ -22,6 +26,7 @@ from sessions.sql_store import SqlStore, create_engine
 
 REPO = Path(__file__).resolve().parents[1]
 _skipped: list[str] = []
+T = TypeVar("T")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -145,3 +150,62 @@ async def kube_client(controlplane: ControlPlane) -> AsyncIterator[KubeClient]:
 @pytest.fixture
 def kube_botsessions(kube_client: KubeClient, namespace: str) -> KubeBotSessions:
     return KubeBotSessions(kube_client, namespace)
+
+
+def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = 20, interval: float = 0.2
+) -> Awaitable[T]:
+    """Await check() until it returns a truthy value (returned) or the timeout passes."""
+
+    async def poll() -> T:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            value = await check()
+            if value:
+                return value
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"not true after {timeout} s: last value {value!r}")
+            await asyncio.sleep(interval)
+
+    return poll()
+
+
+@dataclass
+class OperatorEnv:
+    """A running operator (a real subprocess) with its namespace and stores."""
+
+    namespace: str
+    operator: OperatorProcess
+    redis: RedisStore
+    sql: SqlStore
+    botsessions: KubeBotSessions
+    database_url: str
+
+
+@pytest.fixture
+async def operator_env(
+    controlplane: ControlPlane,
+    namespace: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    kube_botsessions: KubeBotSessions,
+) -> AsyncIterator[OperatorEnv]:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'operator.sqlite3'}"
+    redis = RedisStore(connect(redis_server.url, retries=1, timeout=timedelta(seconds=2)))
+    await redis.client.flushall()
+    operator = OperatorProcess(
+        controlplane.kubeconfig,
+        namespace,
+        {
+            "BOTSESSION_REDIS_URL": redis_server.url,
+            "BOTSESSION_DATABASE_URL": database_url,
+            "BOTSESSION_REDIS_RETRIES": "1",
+        },
+    )
+    sql = SqlStore(create_engine(database_url))
+    with operator:
+        try:
+            yield OperatorEnv(namespace, operator, redis, sql, kube_botsessions, database_url)
+        finally:
+            await redis.close()
+            await sql.close()

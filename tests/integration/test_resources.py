@@ -82,7 +82,7 @@ async def test_cel_rules_agree_with_the_domain_table_on_every_pair(
         try:
             await kube_client.request(
                 "PATCH",
-                kube_botsessions.path(key) + "/status",
+                kube_botsessions.path(resource_name(key)) + "/status",
                 json=body,
                 content_type=content_type,
                 params={"dryRun": "All"},
@@ -116,7 +116,7 @@ async def test_revision_must_grow_with_a_phase_change(
     with pytest.raises(ApiError, match="revision") as refused:
         await kube_client.request(
             "PATCH",
-            kube_botsessions.path(key) + "/status",
+            kube_botsessions.path(resource_name(key)) + "/status",
             json=ops,
             content_type="application/json-patch+json",
         )

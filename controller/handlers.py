@@ -1,0 +1,109 @@
+"""kopf handlers: thin wiring over sessions.reconcile. No session logic lives here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from sessions.crd import FINALIZER, GROUP, PLURAL, VERSION
+from sessions.model import utcnow
+from sessions.reconcile import cleanup_deleted, conditions, reconcile
+from sessions.resources import BOT_LABEL, announce_transition, bot_label, record_of
+from sessions.runtime import Runtime
+from sessions.settings import Settings
+
+registry = kopf.OperatorRegistry()
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+def retry_delay(retry: int) -> float:
+    """Exponential backoff for stores that are down: 1, 2, 4 ... 60 s."""
+    return float(min(60, 2 ** min(retry, 6)))
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
+
+
+def runtime_of(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own kubeconfig login, else the pod's service account (as sessions.kube does).
+    An explicit registry has none of kopf's fallback logins, hence this handler."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_kubeconfig(**kwargs)
+    return info or kopf.login_with_service_account(**kwargs)
+
+
+@kopf.on.startup(registry=registry)
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure(settings)
+    config: Settings = memo.settings
+    memo.runtime = await Runtime.open(config, migrate=True)
+
+
+@kopf.on.cleanup(registry=registry)
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" in memo:
+        await runtime_of(memo).close()
+
+
+@kopf.on.resume(*RESOURCE, registry=registry)
+@kopf.on.create(*RESOURCE, registry=registry)
+@kopf.on.update(*RESOURCE, field="status.revision", registry=registry)
+@kopf.on.update(*RESOURCE, field="spec", registry=registry)
+async def sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """First phase if empty; Redis and the database made to match; Events; conditions."""
+    runtime = runtime_of(memo)
+    outcome = await reconcile(record_of(dict(body)), runtime.service)
+    for entry in outcome.unannounced:
+        await announce_transition(runtime.kube, runtime.namespace, outcome.record, entry)
+    patch.status["conditions"] = conditions(
+        outcome.record, outcome.pending, utcnow(), body.status.get("conditions")
+    )
+    patch.status["observedGeneration"] = body.metadata.get("generation")
+    label = bot_label(outcome.record.key.bot_id)
+    if body.metadata.labels.get(BOT_LABEL) != label:  # so lookups by bot find hand-made ones
+        patch.metadata.labels[BOT_LABEL] = label
+    if outcome.synced:
+        patch.status["syncedRevision"] = outcome.record.revision
+        return
+    kopf.warn(
+        body, reason="SyncPending", message=f"{' and '.join(outcome.pending)} unavailable; retrying"
+    )
+    raise kopf.TemporaryError(f"waiting for {outcome.pending}", delay=retry_delay(retry))
+
+
+@kopf.on.delete(*RESOURCE, registry=registry)
+async def finalize(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
+    """The finalizer: remove the Redis keys and mark the database row ended, then let go."""
+    record = record_of(dict(body))
+    pending = await cleanup_deleted(record, runtime_of(memo).service)
+    if not pending:
+        return
+    patch.status["conditions"] = conditions(
+        record, pending, utcnow(), body.status.get("conditions")
+    )
+    kopf.warn(
+        body,
+        reason="CleanupPending",
+        message=f"{' and '.join(pending)} unavailable; the finalizer retries",
+    )
+    raise kopf.TemporaryError(f"cleanup waiting for {pending}", delay=retry_delay(retry))

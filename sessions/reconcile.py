@@ -1,0 +1,144 @@
+"""What the controller does with one BotSession, as plain functions (kopf-free).
+
+reconcile: give an empty BotSession its first phase, then make Redis and the database match
+it (revision-guarded, so an older copy never overwrites a newer one) and backfill the
+history from status.recentTransitions. cleanup_deleted: what the finalizer does.
+conditions: the standard status conditions Ready and Synced.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sessions.botsessions import BotSessionRecord
+from sessions.logs import event
+from sessions.model import (
+    HistoryEntry,
+    Phase,
+    Reason,
+    StoreUnavailable,
+    Transition,
+    format_time,
+)
+from sessions.service import SessionService, state_of
+
+log = logging.getLogger(__name__)
+ACTOR = "operator"
+
+
+@dataclass
+class SyncOutcome:
+    record: BotSessionRecord
+    unannounced: list[HistoryEntry] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # "redis", "database"
+
+    @property
+    def synced(self) -> bool:
+        return not self.pending
+
+
+async def reconcile(record: BotSessionRecord, service: SessionService) -> SyncOutcome:
+    if record.phase is None:
+        first = Transition(None, Phase.CONNECTING, Reason.CREATED)
+        record, _ = await service.transition(record, [first], ACTOR, service.now())
+    outcome = SyncOutcome(record)
+    state = state_of(record, record.last_seen or record.created_at, service.settings)
+    ttl = record.ttl(service.settings.session_ttl)
+    try:
+        if record.phase is not Phase.INACTIVE:
+            await service.redis.write(state, ttl)
+        else:  # Redis keeps live sessions only: just replace an older live copy
+            held = await service.redis.get(record.key)
+            if held is not None and held.revision < record.revision:
+                await service.redis.write(state, ttl)
+    except StoreUnavailable as exc:
+        outcome.pending.append("redis")
+        event(
+            log,
+            "redis sync pending",
+            logging.WARNING,
+            botId=record.key.bot_id,
+            userId=record.key.user_id,
+            error=str(exc),
+        )
+    try:
+        await service.sql.write(state, record.recent)
+    except StoreUnavailable as exc:
+        outcome.pending.append("database")
+        event(
+            log,
+            "database sync pending",
+            logging.WARNING,
+            botId=record.key.bot_id,
+            userId=record.key.user_id,
+            error=str(exc),
+        )
+    outcome.unannounced = [e for e in record.recent if e.revision > record.synced_revision]
+    return outcome
+
+
+async def cleanup_deleted(record: BotSessionRecord, service: SessionService) -> list[str]:
+    """Remove the Redis keys and mark the database row ended; idempotent. Returns what is
+    still pending (the finalizer retries until nothing is)."""
+    pending = []
+    try:
+        await service.redis.remove(record.key)
+    except StoreUnavailable:
+        pending.append("redis")
+    try:
+        await service.sql.mark_ended(
+            record.key, Reason.CLEARED, record.revision + 1, service.now(), f"{ACTOR}:deleted"
+        )
+    except StoreUnavailable:
+        pending.append("database")
+    event(
+        log, "session deleted", botId=record.key.bot_id, userId=record.key.user_id, pending=pending
+    )
+    return pending
+
+
+def conditions(
+    record: BotSessionRecord,
+    pending: list[str],
+    now: datetime,
+    previous: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Ready (the session is connected) and Synced (Redis and the database hold this
+    revision). lastTransitionTime moves only when a condition's status changes."""
+    before = {c.get("type"): c for c in previous or []}
+    phase = record.phase.value if record.phase else "none"
+    wanted = [
+        (
+            "Ready",
+            record.phase is Phase.ACTIVE,
+            record.reason.value if record.reason else phase.title(),
+            f"session is {phase}",
+        ),
+        (
+            "Synced",
+            not pending,
+            "Synced" if not pending else "".join(p.title() for p in pending) + "Unavailable",
+            f"revision {record.revision} is in Redis and the database"
+            if not pending
+            else "waiting for " + " and ".join(pending),
+        ),
+    ]
+    result = []
+    for kind, ok, reason, message in wanted:
+        status = "True" if ok else "False"
+        old = before.get(kind)
+        since = old["lastTransitionTime"] if old and old.get("status") == status else None
+        result.append(
+            {
+                "type": kind,
+                "status": status,
+                "reason": reason.replace(" ", ""),
+                "message": message,
+                "observedGeneration": record.generation,
+                "lastTransitionTime": since or format_time(now),
+            }
+        )
+    return result

@@ -1,0 +1,51 @@
+"""Opening and closing everything a process needs, from the settings: the Redis and SQL
+stores, the Kubernetes client, the BotSessions of the configured namespace, the use-cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sessions.kube import KubeClient, load_config
+from sessions.migrate import upgrade
+from sessions.redis_store import RedisStore, connect
+from sessions.resources import KubeBotSessions
+from sessions.service import SessionService
+from sessions.settings import Settings
+from sessions.sql_store import SqlStore, create_engine
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: RedisStore
+    sql: SqlStore
+    kube: KubeClient
+    botsessions: KubeBotSessions
+    service: SessionService
+
+    @property
+    def namespace(self) -> str:
+        return self.botsessions.namespace
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, kubeconfig: str | None = None, migrate: bool = False
+    ) -> Runtime:
+        kube_config = load_config(kubeconfig)
+        kube = KubeClient(kube_config)
+        redis = RedisStore(
+            connect(
+                settings.redis_url, retries=settings.redis_retries, timeout=settings.redis_timeout
+            )
+        )
+        sql = SqlStore(create_engine(settings.database_url))
+        if migrate:
+            await upgrade(sql.engine)
+        botsessions = KubeBotSessions(kube, settings.namespace or kube_config.namespace)
+        service = SessionService(botsessions, redis, sql, settings)
+        return cls(settings, redis, sql, kube, botsessions, service)
+
+    async def close(self) -> None:
+        await self.redis.close()
+        await self.sql.close()
+        await self.kube.close()
