@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import kopf
 
+from controller import metrics
+from controller.housekeeper import Housekeeper
+from sessions.botsessions import BotSessionRecord
 from sessions.crd import FINALIZER, GROUP, PLURAL, VERSION
-from sessions.model import utcnow
-from sessions.reconcile import cleanup_deleted, conditions, reconcile
+from sessions.housekeeping import connect_timeout_due
+from sessions.model import Phase, Reason, RevisionConflict, SessionKey, Transition, utcnow
+from sessions.reconcile import ACTOR, cleanup_deleted, conditions, reconcile
 from sessions.resources import BOT_LABEL, announce_transition, bot_label, record_of
 from sessions.runtime import Runtime
 from sessions.settings import Settings
 
 registry = kopf.OperatorRegistry()
 RESOURCE = (GROUP, VERSION, PLURAL)
+CONNECT_CHECK_INTERVAL = 5.0  # seconds; the precision of the connect timeout
 
 
 def retry_delay(retry: int) -> float:
@@ -35,6 +43,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
+    settings.peering.lifetime = 30  # a standby takes over this long after the active dies
 
 
 def runtime_of(memo: Any) -> Runtime:
@@ -50,15 +59,32 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info or kopf.login_with_service_account(**kwargs)
 
 
+@kopf.index(*RESOURCE, registry=registry)
+def botsessions(body: kopf.Body, **_: Any) -> dict[SessionKey, BotSessionRecord]:
+    """Every BotSession, slim (only its last transition), for the housekeeping loop."""
+    record = record_of(dict(body))
+    return {record.key: replace(record, recent=record.recent[-1:])}
+
+
+def records_in(index: kopf.Index[SessionKey, BotSessionRecord]) -> list[BotSessionRecord]:
+    return [record for store in index.values() for record in store]
+
+
 @kopf.on.startup(registry=registry)
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     configure(settings)
     config: Settings = memo.settings
     memo.runtime = await Runtime.open(config, migrate=True)
+    metrics.serve(config.metrics_port)
+    index: kopf.Index[SessionKey, BotSessionRecord] = kwargs["botsessions"]  # filled later
+    housekeeper = Housekeeper(memo.runtime, lambda: records_in(index))
+    memo.tasks = [asyncio.create_task(housekeeper.run(), name="housekeeping")]
 
 
 @kopf.on.cleanup(registry=registry)
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", []):
+        task.cancel()
     if "runtime" in memo:
         await runtime_of(memo).close()
 
@@ -70,9 +96,18 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 async def sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """First phase if empty; Redis and the database made to match; Events; conditions."""
     runtime = runtime_of(memo)
-    outcome = await reconcile(record_of(dict(body)), runtime.service)
+    try:
+        outcome = await reconcile(record_of(dict(body)), runtime.service)
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(stage="sync").inc()
+        raise
     for entry in outcome.unannounced:
-        await announce_transition(runtime.kube, runtime.namespace, outcome.record, entry)
+        if await announce_transition(runtime.kube, runtime.namespace, outcome.record, entry):
+            metrics.TRANSITIONS.labels(
+                from_phase=entry.from_phase.value if entry.from_phase else "",
+                to_phase=entry.to_phase.value,
+                reason=entry.reason.value,
+            ).inc()
     patch.status["conditions"] = conditions(
         outcome.record, outcome.pending, utcnow(), body.status.get("conditions")
     )
@@ -87,6 +122,25 @@ async def sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, 
         body, reason="SyncPending", message=f"{' and '.join(outcome.pending)} unavailable; retrying"
     )
     raise kopf.TemporaryError(f"waiting for {outcome.pending}", delay=retry_delay(retry))
+
+
+@kopf.timer(
+    *RESOURCE,
+    interval=CONNECT_CHECK_INTERVAL,
+    field="status.phase",
+    value=Phase.CONNECTING.value,
+    registry=registry,
+)
+async def connect_timeout(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """connecting for longer than the connect timeout -> failed (ConnectTimeout). Only
+    connecting objects have this timer; the sync handler copies the change out."""
+    service = runtime_of(memo).service
+    record = record_of(dict(body))
+    if not connect_timeout_due(record, service):
+        return
+    step = Transition(Phase.CONNECTING, Phase.FAILED, Reason.CONNECT_TIMEOUT)
+    with contextlib.suppress(RevisionConflict):  # it changed meanwhile: the next tick sees
+        await service.transition(record, [step], ACTOR, service.now())
 
 
 @kopf.on.delete(*RESOURCE, registry=registry)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
-from datetime import datetime, timedelta
+import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sessions.botsessions import BotSessionRecord, DeleteOutcome
@@ -271,6 +273,25 @@ class KubeBotSessions:
                 return DeleteOutcome.PENDING
             await asyncio.sleep(self.poll_interval)
 
+    async def touch(
+        self, record: BotSessionRecord, last_seen: datetime, expires_at: datetime
+    ) -> None:
+        """Copy lastSeen/expiresAt into the status (no phase change, so no compare-and-swap:
+        a coarse copy that the next one corrects)."""
+        body = {
+            "status": {"lastSeen": format_time(last_seen), "expiresAt": format_time(expires_at)}
+        }
+        try:
+            await self.client.request(
+                "PATCH",
+                f"{self.path(record.name)}/status",
+                json=body,
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
     async def list_bot(self, bot_id: str) -> list[BotSessionRecord]:
         return [
             r
@@ -292,8 +313,18 @@ class KubeBotSessions:
             params["continue"] = token
 
 
+def involved_botsession(record: BotSessionRecord, namespace: str) -> dict[str, str]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": record.name,
+        "namespace": namespace,
+        "uid": record.uid,
+    }
+
+
 def event_manifest(
-    record: BotSessionRecord,
+    involved: dict[str, str],
     namespace: str,
     *,
     type_: str,
@@ -308,13 +339,7 @@ def event_manifest(
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": name, "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": record.name,
-            "namespace": namespace,
-            "uid": record.uid,
-        },
+        "involvedObject": involved,
         "type": type_,
         "reason": reason,
         "message": message[:1024],
@@ -326,6 +351,16 @@ def event_manifest(
     }
 
 
+async def _post_event(client: KubeClient, namespace: str, body: dict[str, Any]) -> bool:
+    try:
+        await client.request("POST", f"/api/v1/namespaces/{namespace}/events", json=body)
+    except ApiError as exc:
+        if exc.status == 409:  # already posted under this name
+            return False
+        raise
+    return True
+
+
 async def announce_transition(
     client: KubeClient, namespace: str, record: BotSessionRecord, entry: HistoryEntry
 ) -> bool:
@@ -333,7 +368,7 @@ async def announce_transition(
     and the revision, so a retry (or a restarted operator) finds it already there."""
     frm = entry.from_phase.value if entry.from_phase else "(none)"
     body = event_manifest(
-        record,
+        involved_botsession(record, namespace),
         namespace,
         type_="Normal",
         reason=entry.reason.value,
@@ -341,10 +376,29 @@ async def announce_transition(
         name=f"{record.name}.r{entry.revision}",
         now=entry.at,
     )
-    try:
-        await client.request("POST", f"/api/v1/namespaces/{namespace}/events", json=body)
-    except ApiError as exc:
-        if exc.status == 409:
-            return False
-        raise
-    return True
+    return await _post_event(client, namespace, body)
+
+
+async def post_operator_warning(
+    client: KubeClient, namespace: str, *, reason: str, message: str
+) -> None:
+    """A Warning about the operator itself: on its Pod when it knows it (POD_NAME from the
+    downward API), else on the namespace."""
+    pod = os.environ.get("POD_NAME")
+    involved = (
+        {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": namespace}
+        if pod
+        # the API server wants involvedObject.namespace == the event's namespace
+        else {"apiVersion": "v1", "kind": "Namespace", "name": namespace, "namespace": namespace}
+    )
+    now = datetime.now(UTC)
+    body = event_manifest(
+        involved,
+        namespace,
+        type_="Warning",
+        reason=reason,
+        message=message,
+        name=f"botsession-operator.{reason.lower()}.{now.timestamp():.0f}{secrets.token_hex(3)}",
+        now=now,
+    )
+    await _post_event(client, namespace, body)

@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         timedelta(minutes=1), description="lastSeen reaches the BotSession past this"
     )
 
+    resync_interval: Duration = Field(
+        timedelta(seconds=30),
+        description="how often the operator heals Redis/the database and copies lastSeen",
+    )
+    orphan_scan_interval: Duration = Field(
+        timedelta(minutes=10), description="how often session:* keys no BotSession owns are counted"
+    )
+    metrics_port: int = Field(9090, ge=0, le=65535, description="operator metrics; 0 turns off")
+
     # stores
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
@@ -78,6 +87,8 @@ class Settings(BaseSettings):
         "last_seen_drift",
         "redis_timeout",
         "clear_wait",
+        "resync_interval",
+        "orphan_scan_interval",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:

@@ -239,12 +239,16 @@ class SqlStore:
 
         return await self._run("list_bot", op)
 
-    async def all_keys(self) -> set[SessionKey]:
-        async def op(c: AsyncConnection) -> set[SessionKey]:
-            rows = await c.execute(sa.select(t.sessions.c.bot_id, t.sessions.c.user_id))
-            return {SessionKey(r.bot_id, r.user_id) for r in rows}
+    async def revisions(self) -> dict[SessionKey, int]:
+        """Every session's stored revision (for the operator's self-healing pass)."""
 
-        return await self._run("all_keys", op)
+        async def op(c: AsyncConnection) -> dict[SessionKey, int]:
+            rows = await c.execute(
+                sa.select(t.sessions.c.bot_id, t.sessions.c.user_id, t.sessions.c.revision)
+            )
+            return {SessionKey(r.bot_id, r.user_id): r.revision for r in rows}
+
+        return await self._run("revisions", op)
 
     async def history(self, key: SessionKey, limit: int = 20) -> list[HistoryEntry]:
         """The newest `limit` transitions of a session, newest first."""

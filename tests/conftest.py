@@ -55,7 +55,7 @@ def redis_server() -> Iterator[RedisServer]:
 def controlplane() -> Iterator[ControlPlane]:
     """etcd + kube-apiserver for the whole run, with the BotSession CRD established."""
     with ControlPlane() as plane:
-        kubectl(plane.kubeconfig, "apply", "-f", str(REPO / "crds" / "botsessions.yaml"))
+        kubectl(plane.kubeconfig, "apply", "-f", str(REPO / "crds"))
         kubectl(
             plane.kubeconfig,
             "wait",
@@ -153,7 +153,7 @@ def kube_botsessions(kube_client: KubeClient, namespace: str) -> KubeBotSessions
 
 
 def eventually(
-    check: Callable[[], Awaitable[T]], timeout: float = 20, interval: float = 0.2
+    check: Callable[[], Awaitable[T | None]], timeout: float = 20, interval: float = 0.2
 ) -> Awaitable[T]:
     """Await check() until it returns a truthy value (returned) or the timeout passes."""
 
@@ -200,6 +200,7 @@ async def operator_env(
             "BOTSESSION_REDIS_URL": redis_server.url,
             "BOTSESSION_DATABASE_URL": database_url,
             "BOTSESSION_REDIS_RETRIES": "1",
+            "BOTSESSION_METRICS_PORT": "0",
         },
     )
     sql = SqlStore(create_engine(database_url))

@@ -1,0 +1,62 @@
+"""The operator's Prometheus metrics (served on BOTSESSION_METRICS_PORT, default 9090)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+
+SESSIONS = Gauge("botsession_sessions", "BotSessions by phase", ["phase"], registry=REGISTRY)
+TRANSITIONS = Counter(
+    "botsession_transitions_total",
+    "Phase transitions observed",
+    ["from_phase", "to_phase", "reason"],
+    registry=REGISTRY,
+)
+SWEEP_DURATION = Histogram(
+    "botsession_sweep_duration_seconds",
+    "Duration of expiry sweeps",
+    registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+SWEEP_REMOVED = Counter(
+    "botsession_sweep_removed_total",
+    "Sessions the sweep removed from Redis",
+    ["why"],
+    registry=REGISTRY,
+)
+SWEEP_FAILURES = Counter(
+    "botsession_sweep_failures_total", "Failed sweeps (alert on this)", registry=REGISTRY
+)
+SWEEP_LAST_SUCCESS = Gauge(
+    "botsession_sweep_last_success_timestamp_seconds",
+    "When the last sweep succeeded",
+    registry=REGISTRY,
+)
+SWEEP_LEADER = Gauge(
+    "botsession_sweep_leader", "1 on the replica holding the sweep lease", registry=REGISTRY
+)
+RECONCILE_ERRORS = Counter(
+    "botsession_reconcile_errors_total", "Errors while reconciling", ["stage"], registry=REGISTRY
+)
+HEALED = Counter(
+    "botsession_healed_total",
+    "Sessions restored into a store from BotSessions",
+    ["store"],
+    registry=REGISTRY,
+)
+ORPHANED_KEYS = Gauge(
+    "botsession_orphaned_redis_keys",
+    "session:* hashes that no BotSession owns (left alone)",
+    registry=REGISTRY,
+)
+STUCK_CONNECTING = Gauge(
+    "botsession_connecting_oldest_seconds",
+    "Age of the oldest session in connecting",
+    registry=REGISTRY,
+)
+
+
+def serve(port: int) -> None:
+    if port:
+        start_http_server(port, registry=REGISTRY)

@@ -1,0 +1,176 @@
+"""The operator's periodic work, as plain functions (kopf-free):
+
+- run_sweep: the expiry sweep, swept sessions turned inactive (Expired), BotSessions
+  inactive for longer than the retention deleted, the run recorded;
+- resync: self-healing (Redis or the database lost a session: rewrite it from its
+  BotSession) and the coarse copy of lastSeen from Redis to the BotSession and the database;
+- connect_timeout_due: whether a connecting session has waited too long;
+- count_orphans: session:* keys that no BotSession owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sessions.botsessions import BotSessionRecord
+from sessions.cleanup import SweepResult, sweep
+from sessions.logs import event
+from sessions.model import (
+    HistoryEntry,
+    InvalidSessionInput,
+    Phase,
+    SessionKey,
+    StoreUnavailable,
+)
+from sessions.resources import KubeBotSessions
+from sessions.service import SessionService, state_of
+from sessions.sql_store import CleanupRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    result: SweepResult | None = None
+    expired: list[HistoryEntry] = field(default_factory=list)
+    retired: list[SessionKey] = field(default_factory=list)
+    run: CleanupRun | None = None
+    error: str | None = None
+
+
+def changed_at(record: BotSessionRecord) -> datetime:
+    """When the session entered its current phase."""
+    if record.recent and record.recent[-1].revision == record.revision:
+        return record.recent[-1].at
+    return record.last_seen or record.created_at
+
+
+async def retire_inactive(
+    service: SessionService,
+    botsessions: KubeBotSessions,
+    records: Sequence[BotSessionRecord],
+    now: datetime,
+) -> list[SessionKey]:
+    """Delete BotSessions inactive for longer than the retention (the finalizer cleans up)."""
+    retention = service.settings.inactive_retention
+    retired = []
+    for record in records:
+        if (
+            record.phase is Phase.INACTIVE
+            and not record.deleting
+            and changed_at(record) + retention <= now
+        ):
+            await botsessions.delete(record.key, wait=timedelta(0))
+            retired.append(record.key)
+            event(
+                log, "inactive session retired", botId=record.key.bot_id, userId=record.key.user_id
+            )
+    return retired
+
+
+async def run_sweep(
+    service: SessionService,
+    botsessions: KubeBotSessions,
+    records: Sequence[BotSessionRecord],
+    runner: str,
+) -> SweepReport:
+    """One sweep with everything that follows from it. Failures are caught, logged at error
+    level and recorded as a failed run (when the database can take it)."""
+    report = SweepReport()
+    started = service.now()
+    try:
+        report.result = await sweep(service.redis, batch_size=service.settings.sweep_batch_size)
+        report.expired = await service.expire_swept(report.result.removed)
+        report.retired = await retire_inactive(service, botsessions, records, service.now())
+        report.run = await service.record_sweep(report.result, runner)
+    except Exception as exc:
+        report.error = f"{exc.__class__.__name__}: {exc}"
+        event(log, "sweep failed", logging.ERROR, runner=runner, error=report.error)
+        # when the database is what failed, the metric and the Warning event still tell
+        with contextlib.suppress(StoreUnavailable):
+            report.run = await service.record_sweep(
+                None, runner, error=report.error, started_at=started
+            )
+    return report
+
+
+@dataclass
+class ResyncReport:
+    redis_restored: int = 0
+    rows_restored: int = 0
+    last_seen_copied: int = 0
+
+
+async def resync(
+    service: SessionService,
+    botsessions: KubeBotSessions,
+    records: Sequence[BotSessionRecord],
+    batch: int = 500,
+) -> ResyncReport:
+    """Heal Redis and the database from the BotSessions, and copy lastSeen back coarsely:
+    only where Redis's lastSeen is ahead of the BotSession's by more than the drift."""
+    report = ResyncReport()
+    settings = service.settings
+    present = [r for r in records if r.phase is not None and not r.deleting]
+    live = [r for r in present if r.phase is not Phase.INACTIVE]
+    for start in range(0, len(live), batch):
+        chunk = live[start : start + batch]
+        for record, held in zip(
+            chunk, await service.redis.get_many([r.key for r in chunk]), strict=True
+        ):
+            if held is None or held.revision < record.revision:
+                state = state_of(record, record.last_seen or record.created_at, settings)
+                await service.redis.write(state, record.ttl(settings.session_ttl))
+                report.redis_restored += 1
+            elif held.revision == record.revision and (
+                record.last_seen is None
+                or held.last_seen - record.last_seen > settings.last_seen_drift
+            ):
+                await botsessions.touch(record, held.last_seen, held.expires_at)
+                await service.sql.write(held)
+                report.last_seen_copied += 1
+    stored = await service.sql.revisions()
+    for record in present:
+        if stored.get(record.key, -1) < record.revision:
+            full = await botsessions.get(record.key)
+            if full is not None and full.phase is not None:
+                state = state_of(full, full.last_seen or full.created_at, settings)
+                await service.sql.write(state, full.recent)
+                report.rows_restored += 1
+    if report.redis_restored or report.rows_restored:
+        event(
+            log,
+            "stores healed from BotSessions",
+            logging.WARNING,
+            redisRestored=report.redis_restored,
+            rowsRestored=report.rows_restored,
+        )
+    return report
+
+
+def connect_timeout_due(record: BotSessionRecord, service: SessionService) -> bool:
+    return (
+        record.phase is Phase.CONNECTING
+        and changed_at(record) + service.settings.connect_timeout <= service.now()
+    )
+
+
+async def count_orphans(service: SessionService, owned: set[SessionKey]) -> int:
+    """session:<botId>:<userId> hashes no BotSession owns (left alone, only counted). This
+    scans the keyspace, so it runs rarely and never in a request path."""
+    orphans = 0
+    async for key in service.redis.client.scan_iter(match="session:*", count=1000):
+        rest = key[len("session:") :]
+        if rest.count(":") != 1:
+            continue  # session:status:* and session:expiry:* strings
+        bot_id, user_id = rest.split(":", 1)
+        try:
+            if SessionKey(bot_id, user_id) not in owned:
+                orphans += 1
+        except InvalidSessionInput:
+            orphans += 1
+    return orphans

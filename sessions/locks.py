@@ -1,0 +1,58 @@
+"""A lease in Redis: one holder at a time across replicas (SET NX PX + token check)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+
+from sessions.model import StoreUnavailable
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class RedisLease:
+    def __init__(self, client: aioredis.Redis, name: str, ttl: timedelta, holder: str = "") -> None:
+        self.client = client
+        self.key = f"botsession:lock:{name}"
+        self.ttl = ttl
+        self.token = f"{holder}:{secrets.token_hex(8)}"
+        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
+
+    async def acquire(self) -> bool:
+        try:
+            return bool(
+                await self.client.set(
+                    self.key, self.token, nx=True, px=int(self.ttl.total_seconds() * 1000)
+                )
+            )
+        except Exception as exc:
+            raise StoreUnavailable("redis", f"lease {self.key}: {exc}") from exc
+
+    async def hold(self) -> bool:
+        """Keep the lease (renew it) or take it if free; False while another replica has it."""
+        try:
+            ttl_ms = int(self.ttl.total_seconds() * 1000)
+            if await self._renew(keys=[self.key], args=[self.token, ttl_ms]):
+                return True
+        except Exception as exc:
+            raise StoreUnavailable("redis", f"lease {self.key}: {exc}") from exc
+        return await self.acquire()
+
+    async def holder(self) -> str | None:
+        value = await self.client.get(self.key)
+        return str(value) if value is not None else None
+
+    async def release(self) -> None:
+        with contextlib.suppress(Exception):  # the lease expires by itself anyway
+            await self._release(keys=[self.key], args=[self.token])

@@ -1,0 +1,454 @@
+"""The operator over days, compressed: expiry, connect timeout, coarse lastSeen, healing,
+two replicas, crashes, and restarts of the API server and of Redis. Everything is real:
+etcd + kube-apiserver, redis-server, SQLite, and the operator as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.controlplane import ControlPlane
+from devstack.kubectl import kubectl
+from devstack.operator_process import OperatorProcess
+from devstack.process import free_port
+from devstack.redis_server import RedisServer
+from sessions.crd import GROUP, PLURAL, VERSION
+from sessions.kube import KubeClient, load_kubeconfig
+from sessions.model import (
+    Identity,
+    Phase,
+    Reason,
+    ReportedState,
+    SessionKey,
+    StoreUnavailable,
+)
+from sessions.redis_store import RedisStore, connect
+from sessions.resources import KubeBotSessions, resource_name
+from sessions.service import SessionService
+from sessions.settings import load_settings
+from sessions.sql_store import SqlStore, create_engine
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.integration
+
+IDENTITY = Identity("4915112345678", "Jane", "session_123")
+
+
+@dataclass
+class Stack:
+    plane: ControlPlane
+    namespace: str
+    redis_server: RedisServer
+    database_url: str
+    service: SessionService
+    botsessions: KubeBotSessions
+    env: dict[str, str]
+
+    def operator(self, *args: str, **env: str) -> OperatorProcess:
+        return OperatorProcess(
+            self.plane.kubeconfig, self.namespace, {**self.env, **env}, args=args
+        )
+
+    @property
+    def redis(self) -> RedisStore:
+        return self.service.redis
+
+    @property
+    def sql(self) -> SqlStore:
+        return self.service.sql
+
+
+@pytest.fixture
+async def stack(controlplane: ControlPlane, namespace: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A private Redis, a SQLite file shared by the test and the operator, and the env that
+    an operator started from this stack gets (short intervals, so days fit in seconds)."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'botsession.sqlite3'}"
+    env = {
+        "BOTSESSION_DATABASE_URL": database_url,
+        "BOTSESSION_REDIS_RETRIES": "1",
+        "BOTSESSION_REDIS_TIMEOUT": "2s",
+        "BOTSESSION_RESYNC_INTERVAL": "1s",
+        "BOTSESSION_CLEANUP_INTERVAL": "1h",
+        "BOTSESSION_METRICS_PORT": "0",
+    }
+    with RedisServer() as redis_server:
+        env["BOTSESSION_REDIS_URL"] = redis_server.url
+        settings = load_settings(
+            namespace=namespace, database_url=database_url, redis_url=redis_server.url
+        )
+        kube = KubeClient(load_kubeconfig(controlplane.kubeconfig))
+        botsessions = KubeBotSessions(kube, namespace, poll_interval=0.05)
+        redis = RedisStore(connect(redis_server.url, retries=2, timeout=timedelta(seconds=2)))
+        sql = SqlStore(create_engine(database_url))
+        from sessions.migrate import upgrade
+
+        await upgrade(sql.engine)
+        service = SessionService(botsessions, redis, sql, settings)
+        try:
+            yield Stack(
+                controlplane, namespace, redis_server, database_url, service, botsessions, env
+            )
+        finally:
+            await redis.close()
+            await sql.close()
+            await kube.close()
+
+
+def with_ttl(stack: Stack, **overrides: str) -> SessionService:
+    """The test's own service, with the same short settings the operator runs with."""
+    settings = load_settings(
+        namespace=stack.namespace,
+        database_url=stack.database_url,
+        redis_url=stack.redis_server.url,
+        **overrides,
+    )
+    return SessionService(stack.botsessions, stack.redis, stack.sql, settings)
+
+
+def events(stack: Stack) -> list[dict[str, str]]:
+    out = kubectl(stack.plane.kubeconfig, "get", "events", "-n", stack.namespace, "-o", "json")
+    return [
+        {
+            "type": e["type"],
+            "reason": e["reason"],
+            "object": e["involvedObject"]["name"],
+            "message": e["message"],
+        }
+        for e in json.loads(out.stdout)["items"]
+    ]
+
+
+async def record_is(stack: Stack, key: SessionKey, phase: Phase, reason: Reason) -> bool:
+    record = await stack.botsessions.get(key)
+    return record is not None and (record.phase, record.reason) == (phase, reason)
+
+
+async def synced_everywhere(stack: Stack, keys: list[SessionKey]) -> bool:
+    for key in keys:
+        record = await stack.botsessions.get(key)
+        if record is None or record.synced_revision != record.revision:
+            return False
+    return True
+
+
+async def test_short_ttl_sessions_expire_turn_inactive_with_an_event_and_keep_history(
+    stack: Stack,
+) -> None:
+    service = with_ttl(stack, session_ttl="2s")
+    key = SessionKey("bot-1", "expiring")
+    await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    with stack.operator(BOTSESSION_SESSION_TTL="2s", BOTSESSION_CLEANUP_INTERVAL="1s"):
+        await eventually(lambda: record_is(stack, key, Phase.INACTIVE, Reason.EXPIRED), timeout=30)
+        assert await stack.redis.client.keys("session:*") == []
+        history = await stack.sql.history(key)
+        assert [(e.to_phase, e.reason) for e in history] == [
+            (Phase.INACTIVE, Reason.EXPIRED),
+            (Phase.ACTIVE, Reason.CONNECTED),
+            (Phase.CONNECTING, Reason.CREATED),
+        ]
+        row = await stack.sql.get(key)
+        assert row is not None and row.phase is Phase.INACTIVE
+        await eventually(lambda: _has_event(stack, "Expired", resource_name(key)))
+        runs = await stack.sql.cleanup_runs()
+        assert any(run.succeeded and run.expired >= 1 for run in runs)
+
+
+async def _has_event(stack: Stack, reason: str, name: str) -> bool:
+    return any(e["reason"] == reason and e["object"] == name for e in events(stack))
+
+
+async def test_connect_timeout_turns_connecting_into_failed(stack: Stack) -> None:
+    key = SessionKey("bot-1", "slow")
+    await stack.service.report(key, ReportedState.CONNECTING, identity=IDENTITY)
+    with stack.operator(BOTSESSION_CONNECT_TIMEOUT="2s"):
+        await eventually(
+            lambda: record_is(stack, key, Phase.FAILED, Reason.CONNECT_TIMEOUT), timeout=30
+        )
+        await eventually(lambda: synced_everywhere(stack, [key]))
+        assert await stack.redis.client.hget(f"session:{key}", "status") == "failed"
+
+
+async def test_heartbeats_for_two_minutes_cause_at_most_a_few_botsession_writes(
+    stack: Stack,
+) -> None:
+    key = SessionKey("bot-1", "chatty")
+    await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    with stack.operator():
+        await eventually(lambda: synced_everywhere(stack, [key]))
+        name = resource_name(key)
+        writes = asyncio.create_task(count_writes(stack, name, seconds=120))
+        heartbeats = 0
+        for _ in range(120):  # one a second for two minutes, 120 in all
+            await stack.service.heartbeat(key)
+            heartbeats += 1
+            await asyncio.sleep(1)
+        modified = await writes
+    assert heartbeats == 120
+    # lastSeen reaches the BotSession only when it drifted by more than a minute
+    assert 1 <= modified <= 3, modified
+    record = await stack.botsessions.get(key)
+    held = await stack.redis.get(key)
+    assert record is not None and record.last_seen is not None and held is not None
+    assert held.last_seen - record.last_seen <= timedelta(seconds=65)
+
+
+async def count_writes(stack: Stack, name: str, seconds: float) -> int:
+    """MODIFIED events of one BotSession seen by a real watch, for `seconds`."""
+    config = load_kubeconfig(stack.plane.kubeconfig)
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{stack.namespace}/{PLURAL}"
+    params = {
+        "watch": "1",
+        "fieldSelector": f"metadata.name={name}",
+        "timeoutSeconds": str(int(seconds)),
+        "allowWatchBookmarks": "false",
+    }
+    modified = 0
+    async with httpx.AsyncClient(
+        base_url=config.server,
+        verify=config.ssl_context,
+        headers=config.headers(),
+        timeout=seconds + 30,
+    ) as client:
+        initial = (await client.get(path + f"/{name}")).json()["metadata"]["resourceVersion"]
+        params["resourceVersion"] = initial
+        async with client.stream("GET", path, params=params) as response:
+            async for line in response.aiter_lines():
+                if line and json.loads(line)["type"] == "MODIFIED":
+                    modified += 1
+    return modified
+
+
+async def test_flushall_is_healed(stack: Stack) -> None:
+    keys = [SessionKey("bot-1", f"u{i}") for i in range(5)]
+    for key in keys:
+        await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    await stack.service.report(keys[0], ReportedState.DISCONNECTED)  # inactive: not restored
+    with stack.operator():
+        await eventually(lambda: synced_everywhere(stack, keys))
+        await stack.redis.client.flushall()
+        await eventually(lambda: _all_in_redis(stack, keys[1:]), timeout=30)
+        for key in keys[1:]:
+            held = await stack.redis.get(key)
+            assert held is not None and (held.phase, held.revision) == (Phase.ACTIVE, 2)
+            assert held.identity == IDENTITY
+        assert await stack.redis.get(keys[0]) is None
+
+
+async def _all_in_redis(stack: Stack, keys: list[SessionKey]) -> bool:
+    return all([await stack.redis.get(k) is not None for k in keys])
+
+
+async def test_a_deleted_database_row_is_restored(stack: Stack) -> None:
+    key = SessionKey("bot-1", "durable")
+    await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    with stack.operator():
+        await eventually(lambda: synced_everywhere(stack, [key]))
+        assert await stack.sql.delete(key) == 3
+        restored = await eventually(lambda: stack.sql.get(key), timeout=30)
+        assert restored.phase is Phase.ACTIVE and restored.identity == IDENTITY
+        assert [e.revision for e in await stack.sql.history(key)] == [2, 1]
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_two_replicas_only_one_sweeps_and_killing_the_active_hands_over(stack: Stack) -> None:
+    peering = (
+        "apiVersion: kopf.dev/v1\nkind: KopfPeering\n"
+        f"metadata: {{name: botsession, namespace: {stack.namespace}}}\n"
+    )
+    import subprocess
+
+    from devstack.kubectl import kubectl_binary
+
+    subprocess.run(
+        [kubectl_binary(), "--kubeconfig", str(stack.plane.kubeconfig), "apply", "-f", "-"],
+        input=peering,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    ports = free_port(), free_port()
+    env = {"BOTSESSION_CLEANUP_INTERVAL": "1s"}
+    first = stack.operator(
+        "--peering",
+        "botsession",
+        "--priority",
+        "200",
+        POD_NAME="op-a",
+        BOTSESSION_METRICS_PORT=str(ports[0]),
+        **env,
+    )
+    second = stack.operator(
+        "--peering",
+        "botsession",
+        "--priority",
+        "100",
+        POD_NAME="op-b",
+        BOTSESSION_METRICS_PORT=str(ports[1]),
+        **env,
+    )
+    with first, second:
+        await eventually(lambda: _runs_by(stack, "op-a", 3), timeout=60)
+        runs = await stack.sql.cleanup_runs(limit=100)
+        assert {run.runner for run in runs} == {"op-a"}
+        assert metric(ports[0], "botsession_sweep_leader") == 1
+        assert metric(ports[1], "botsession_sweep_leader") == 0
+        # sweeps never overlap
+        spans = sorted((r.started_at, r.finished_at) for r in runs)
+        assert all(a[1] is not None and a[1] <= b[0] for a, b in itertools.pairwise(spans))
+        first.kill()  # SIGKILL: no goodbye, the lease must lapse
+        await eventually(lambda: _runs_by(stack, "op-b", 2), timeout=90)
+        assert metric(ports[1], "botsession_sweep_leader") == 1
+        # and the standby now handles BotSessions too (kopf peering handed over)
+        key = SessionKey("bot-1", "after-handover")
+        await stack.botsessions.create(key, IDENTITY)
+        await eventually(lambda: synced_everywhere(stack, [key]), timeout=90)
+
+
+async def _runs_by(stack: Stack, runner: str, count: int) -> bool:
+    runs = await stack.sql.cleanup_runs(limit=100)
+    return sum(1 for run in runs if run.runner == runner) >= count
+
+
+async def test_sigkill_during_200_creations_converges_without_duplicate_history(
+    stack: Stack,
+) -> None:
+    keys = [SessionKey("bot-storm", f"u{i:03d}") for i in range(200)]
+    operator = stack.operator()
+    with operator:
+
+        async def create(key: SessionKey) -> None:
+            await stack.botsessions.create(key, IDENTITY)
+
+        first_half = asyncio.gather(*(create(k) for k in keys[:100]))
+        await first_half
+        await asyncio.sleep(1.0)  # let it get going, then crash it mid-flight
+        assert operator.proc is not None
+        os.kill(operator.proc.pid, signal.SIGKILL)
+        operator.proc.wait(10)
+        await asyncio.gather(*(create(k) for k in keys[100:]))
+        operator.start()
+        await eventually(lambda: _all_synced(stack, keys), timeout=240, interval=1)
+    rows, _ = await stack.sql.list_bot("bot-storm", limit=500)
+    assert len(rows) == 200
+    for key in keys:
+        history = await stack.sql.history(key)
+        assert [(e.revision, e.to_phase) for e in history] == [(1, Phase.CONNECTING)], key
+    created_events = [e for e in events(stack) if e["reason"] == "Created"]
+    assert len(created_events) == 200  # one per session, none twice
+
+
+async def _all_synced(stack: Stack, keys: list[SessionKey]) -> bool:
+    records = {r.key: r for r in await stack.botsessions.list_bot("bot-storm")}
+    return all(
+        k in records and records[k].revision == 1 and records[k].synced_revision == 1 for k in keys
+    )
+
+
+async def test_a_failing_sweep_shows_in_the_metric_and_as_a_warning_event(stack: Stack) -> None:
+    port = free_port()
+    with stack.operator(BOTSESSION_METRICS_PORT=str(port), BOTSESSION_CLEANUP_INTERVAL="1s"):
+        await eventually(lambda: _async_true(metric(port, "botsession_sweep_leader") == 1))
+        assert metric(port, "botsession_sweep_failures_total") == 0
+        stack.redis_server.stop()
+        try:
+            await eventually(
+                lambda: _async_true(metric(port, "botsession_sweep_failures_total") >= 1),
+                timeout=60,
+            )
+            await eventually(
+                lambda: _async_true(
+                    any(
+                        e["type"] == "Warning" and e["reason"] == "SweepFailed"
+                        for e in events(stack)
+                    )
+                ),
+                timeout=30,
+            )
+            runs = await stack.sql.cleanup_runs()
+            assert any(not run.succeeded and run.error for run in runs)
+        finally:
+            stack.redis_server.start()
+
+
+async def _async_true(value: bool) -> bool:
+    return value
+
+
+async def report_steadily(service: SessionService, keys: list[SessionKey], rounds: int) -> int:
+    """Each bot cycles connecting -> connected -> disconnected, retrying a report the way a
+    bot would when the API answers 'unavailable'. Returns the transitions made."""
+    cycle = [ReportedState.CONNECTING, ReportedState.CONNECTED, ReportedState.DISCONNECTED]
+    made = 0
+    for round_ in range(rounds):
+        for key in keys:
+            state = cycle[round_ % 3]
+            for _attempt in range(100):
+                try:
+                    result = await service.report(key, state, identity=IDENTITY)
+                    made += len(result.transitions)
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(0.2)
+            else:
+                raise AssertionError(f"report of {key} never went through")
+        await asyncio.sleep(0.05)
+    return made
+
+
+async def history_has_no_gaps(stack: Stack, keys: list[SessionKey]) -> bool:
+    for key in keys:
+        record = await stack.botsessions.get(key)
+        if record is None or record.synced_revision != record.revision:
+            return False
+        revisions = sorted(e.revision for e in await stack.sql.history(key, limit=1000))
+        if revisions != list(range(1, record.revision + 1)):
+            return False
+    return True
+
+
+async def test_restarting_kube_apiserver_under_reports_loses_no_transition(stack: Stack) -> None:
+    keys = [SessionKey("bot-steady", f"u{i}") for i in range(5)]
+    with stack.operator():
+        reports = asyncio.create_task(report_steadily(stack.service, keys, rounds=30))
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(stack.plane.restart_apiserver)
+        made = await reports
+        assert made >= 5 * 20
+        await eventually(lambda: history_has_no_gaps(stack, keys), timeout=120, interval=1)
+
+
+async def test_restarting_redis_under_reports_loses_no_transition(stack: Stack) -> None:
+    keys = [SessionKey("bot-steady", f"r{i}") for i in range(5)]
+    with stack.operator():
+        reports = asyncio.create_task(report_steadily(stack.service, keys, rounds=30))
+        await asyncio.sleep(1.0)
+        stack.redis_server.stop()
+        await asyncio.sleep(2.0)
+        stack.redis_server.start()  # empty: the operator must refill it
+        await reports
+        await eventually(lambda: history_has_no_gaps(stack, keys), timeout=120, interval=1)
+        for key in keys:
+            record = await stack.botsessions.get(key)
+            assert record is not None
+            if record.phase is not Phase.INACTIVE:
+                held = await eventually(partial(stack.redis.get, key), timeout=30)
+                assert held.revision == record.revision
