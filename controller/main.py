@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -11,15 +13,14 @@ import kopf
 
 from controller.handlers import registry
 from sessions import logs
-from sessions.kube import load_config
+from sessions.kube import ApiError, KubeClient, load_config
 from sessions.settings import SettingsError, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--namespace",
-        help="namespace to watch (default: BOTSESSION_NAMESPACE "
-        "or the kubeconfig's / pod's namespace)",
+        help="namespace to watch (default: BOTSESSION_NAMESPACE or the kubeconfig's / pod's)",
     )
     parser.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
@@ -30,9 +31,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kopf peering name for an active/standby pair (default: standalone)",
     )
     parser.add_argument(
-        "--priority", type=int, default=0, help="peering priority; replicas must differ"
+        "--priority",
+        default="0",
+        help="peering priority; replicas must differ. 'auto': 1000 minus the StatefulSet "
+        "ordinal at the end of POD_NAME",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default=os.environ.get("BOTSESSION_LOG_LEVEL", "INFO"))
+
+
+def priority_of(value: str, pod_name: str | None) -> int:
+    if value != "auto":
+        return int(value)
+    match = re.search(r"-(\d+)$", pod_name or "")
+    if not match:
+        raise ValueError("--priority auto needs POD_NAME ending in a StatefulSet ordinal")
+    return 1000 - int(match.group(1))
+
+
+async def ensure_peering(name: str, namespace: str) -> None:
+    """kopf peers only when its KopfPeering object exists: create it if missing (a Helm
+    release cannot ship it beside its own CRD, so the operator does)."""
+    client = KubeClient(load_config())
+    try:
+        await client.request(
+            "POST",
+            f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
+            json={
+                "apiVersion": "kopf.dev/v1",
+                "kind": "KopfPeering",
+                "metadata": {"name": name, "namespace": namespace},
+            },
+        )
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    finally:
+        await client.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,22 +74,27 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(**({"namespace": args.namespace} if args.namespace else {}))
         namespace = settings.namespace or load_config().namespace
+        priority = priority_of(args.priority, os.environ.get("POD_NAME"))
     except (SettingsError, ValueError) as exc:
         print(f"botsession operator: {exc}", file=sys.stderr)
         return 2
     memo = kopf.Memo(settings=settings)
-    asyncio.run(
-        kopf.operator(
+
+    async def operate() -> None:
+        if args.peering:
+            await ensure_peering(args.peering, namespace)
+        await kopf.operator(
             registry=registry,
             memo=memo,
             namespaces=[namespace],
             clusterwide=False,
             standalone=args.peering is None,
             peering_name=args.peering,
-            priority=args.priority,
+            priority=priority,
             liveness_endpoint=args.liveness,
         )
-    )
+
+    asyncio.run(operate())
     return 0
 
 

@@ -270,21 +270,6 @@ def metric(port: int, name: str) -> float:
 
 
 async def test_two_replicas_only_one_sweeps_and_killing_the_active_hands_over(stack: Stack) -> None:
-    peering = (
-        "apiVersion: kopf.dev/v1\nkind: KopfPeering\n"
-        f"metadata: {{name: botsession, namespace: {stack.namespace}}}\n"
-    )
-    import subprocess
-
-    from devstack.kubectl import kubectl_binary
-
-    subprocess.run(
-        [kubectl_binary(), "--kubeconfig", str(stack.plane.kubeconfig), "apply", "-f", "-"],
-        input=peering,
-        text=True,
-        check=True,
-        capture_output=True,
-    )
     ports = free_port(), free_port()
     env = {"BOTSESSION_CLEANUP_INTERVAL": "1s"}
     first = stack.operator(
@@ -311,6 +296,18 @@ async def test_two_replicas_only_one_sweeps_and_killing_the_active_hands_over(st
         assert {run.runner for run in runs} == {"op-a"}
         assert metric(ports[0], "botsession_sweep_leader") == 1
         assert metric(ports[1], "botsession_sweep_leader") == 0
+        # the operators created their kopf peering object themselves
+        peering = kubectl(
+            stack.plane.kubeconfig,
+            "get",
+            "kopfpeering",
+            "botsession",
+            "-n",
+            stack.namespace,
+            "-o",
+            "json",
+        ).stdout
+        assert len(json.loads(peering)["status"]) == 2  # both peers registered
         # sweeps never overlap
         spans = sorted((r.started_at, r.finished_at) for r in runs)
         assert all(a[1] is not None and a[1] <= b[0] for a, b in itertools.pairwise(spans))

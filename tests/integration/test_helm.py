@@ -1,0 +1,229 @@
+"""The Helm chart: lint, render, and install/upgrade/uninstall into a real API server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devstack.controlplane import ControlPlane
+from devstack.kubectl import helm, kubectl, kubectl_binary
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "botsession-operator"
+KUBE_VERSION = "1.36.3"
+TOKENS = [
+    "--set",
+    "auth.tokens[0].name=frontend",
+    "--set",
+    "auth.tokens[0].token=0123456789abcdef0123",
+    "--set",
+    "auth.tokens[0].scopes[0]=read",
+]
+
+
+@pytest.fixture(scope="module")
+def fresh_plane() -> Iterator[ControlPlane]:
+    """Its own control plane: Helm must create the CRDs, not find them made by kubectl."""
+    with ControlPlane() as plane:
+        yield plane
+
+
+def render(*args: str) -> subprocess.CompletedProcess[str]:
+    return helm(
+        Path("/dev/null"),
+        "template",
+        "t",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        *args,
+        check=False,
+    )
+
+
+def kinds(manifest: str) -> list[str]:
+    return sorted(doc["kind"] for doc in yaml.safe_load_all(manifest) if doc)
+
+
+def test_the_charts_crds_are_the_repos() -> None:
+    for name in ("botsessions.yaml", "kopf-peering.yaml"):
+        assert (CHART / "files" / name).read_text() == (REPO / "crds" / name).read_text(), (
+            f"deploy/helm/botsession-operator/files/{name} drifted from crds/{name}"
+        )
+
+
+def test_lint_is_clean() -> None:
+    result = helm(
+        Path("/dev/null"),
+        "lint",
+        str(CHART),
+        "--strict",
+        "--kube-version",
+        KUBE_VERSION,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_default_render_is_the_sidecar_design() -> None:
+    result = render()
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert kinds(result.stdout) == sorted(
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Secret",
+            "Service",
+            "Service",
+            "ServiceAccount",
+            "StatefulSet",
+        ]
+    )
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    pod = sts["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["operator", "api"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in crds)
+
+
+def test_api_as_its_own_deployment_with_monitoring() -> None:
+    result = render(
+        "--set",
+        "api.mode=deployment",
+        "--set",
+        "operator.replicas=2",
+        "--set",
+        "database.url=postgresql+asyncpg://u:p@db:5432/bs",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "database.migrationJob=true",
+    )
+    assert result.returncode == 0, result.stderr
+    found = kinds(result.stdout)
+    for kind in ("Deployment", "ServiceMonitor", "PrometheusRule", "Job"):
+        assert kind in found
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout) if d}
+    api_role = docs[("Role", "t-botsession-api")]
+    verbs = {v for rule in api_role["rules"] for v in rule["verbs"]}
+    assert "watch" not in verbs and "update" not in verbs  # least privilege for the API
+    operator = docs[("StatefulSet", "t-botsession")]["spec"]["template"]["spec"]
+    assert "--priority=auto" in operator["containers"][0]["args"]
+    rules = docs[("PrometheusRule", "t-botsession")]["spec"]["groups"][0]["rules"]
+    assert {r["alert"] for r in rules} == {
+        "BotSessionSweepFailing",
+        "BotSessionSweepStale",
+        "BotSessionStuckConnecting",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "operator.replicas=2"], "needs PostgreSQL"),
+        (["--set", "api.mode=deployment"], "needs PostgreSQL"),
+        (["--set", "operatr.replicas=2"], "additional properties 'operatr' not allowed"),
+        (["--set", "settings.sessionTtl=forever"], "sessionTtl"),
+        (["--set", "redis.url=http://x"], "redis/url"),
+    ],
+)
+def test_bad_values_are_refused_with_a_reason(args: list[str], message: str) -> None:
+    result = render(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def get(plane: ControlPlane, *args: str) -> dict[str, object]:
+    out = kubectl(plane.kubeconfig, "get", *args, "-o", "json").stdout
+    parsed: dict[str, object] = json.loads(out)
+    return parsed
+
+
+def test_install_upgrade_and_uninstall_on_a_real_api_server(fresh_plane: ControlPlane) -> None:
+    kubeconfig = fresh_plane.kubeconfig
+    kubectl(kubeconfig, "create", "namespace", "bots")
+    installed = helm(kubeconfig, "install", "bs", str(CHART), "-n", "bots", *TOKENS, check=False)
+    assert installed.returncode == 0, installed.stderr
+    assert "kubectl get botsessions -n bots" in installed.stdout  # NOTES.txt
+    get(fresh_plane, "crd", "botsessions.botsession.dev")
+    get(fresh_plane, "crd", "kopfpeerings.kopf.dev")
+    sts = get(fresh_plane, "statefulset", "bs-botsession", "-n", "bots")
+    assert sts["spec"]["replicas"] == 1  # type: ignore[index]
+    for kind, name in [
+        ("service", "bs-botsession-api"),
+        ("service", "bs-botsession"),
+        ("role", "bs-botsession-operator"),
+        ("rolebinding", "bs-botsession-operator"),
+        ("serviceaccount", "bs-botsession-operator"),
+        ("configmap", "bs-botsession-settings"),
+        ("secret", "bs-botsession-tokens"),
+        ("secret", "bs-botsession-stores"),
+        ("pdb", "bs-botsession"),
+    ]:
+        get(fresh_plane, kind, name, "-n", "bots")
+    # the operator's service account may do what it needs, and no more
+    can = [
+        "auth",
+        "can-i",
+        "--as",
+        "system:serviceaccount:bots:bs-botsession-operator",
+        "-n",
+        "bots",
+    ]
+    assert (
+        kubectl(kubeconfig, *can, "patch", "botsessions.botsession.dev/status").stdout.strip()
+        == "yes"
+    )
+    assert kubectl(kubeconfig, *can, "create", "events").stdout.strip() == "yes"
+    assert kubectl(kubeconfig, *can, "delete", "secrets", check=False).stdout.strip() == "no"
+    # a user's session
+    subprocess.run(
+        [kubectl_binary(), "--kubeconfig", str(kubeconfig), "apply", "-f", "-"],
+        input="apiVersion: botsession.dev/v1alpha1\nkind: BotSession\n"
+        "metadata: {name: keep-me, namespace: bots}\nspec: {botId: b, userId: u}\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    upgraded = helm(
+        kubeconfig,
+        "upgrade",
+        "bs",
+        str(CHART),
+        "-n",
+        "bots",
+        *TOKENS,
+        "--set",
+        "settings.sessionTtl=12h",
+        check=False,
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    settings = get(fresh_plane, "configmap", "bs-botsession-settings", "-n", "bots")
+    assert settings["data"]["BOTSESSION_SESSION_TTL"] == "12h"  # type: ignore[index]
+    uninstalled = helm(kubeconfig, "uninstall", "bs", "-n", "bots", check=False)
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    get(fresh_plane, "crd", "botsessions.botsession.dev")  # kept
+    get(fresh_plane, "botsession", "keep-me", "-n", "bots")  # and so are users' sessions
