@@ -199,6 +199,7 @@ class ControlPlane:
         import tempfile
 
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="botsession-controlplane-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.etcd = Etcd(self.workdir)
         self.apiserver = KubeAPIServer(self.workdir, self.etcd.url)

@@ -36,12 +36,14 @@ def ensure_port_free(port: int, what: str) -> None:
             raise DevstackError(f"{what}: port 127.0.0.1:{port} is already in use")
 
 
-def find_binary(name: str, *candidates: str | Path) -> str:
+def find_binary(name: str, *candidates: str | Path, hint: str = "") -> str:
     """The path of a program, from explicit candidates first, then PATH."""
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     found = shutil.which(name)
+    if found is None and hint:
+        raise DevstackError(f"'{name}' was not found: {hint}")
     if found is None:
         raise DevstackError(
             f"'{name}' was not found. Run scripts/bootstrap.sh (it installs the Debian "
@@ -84,6 +86,7 @@ class ManagedProcess:
     def __init__(self, workdir: Path | None = None, keep_workdir: bool = False) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"botsession-{self.name}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.keep_workdir = keep_workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / f"{self.name}.log"

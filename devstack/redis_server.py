@@ -25,7 +25,12 @@ class RedisServer(ManagedProcess):
         super().__init__(workdir)
         self.persistent = persistent
         self.port = port or free_port()
-        self.binary = find_binary("redis-server", "/usr/bin/redis-server")
+        self.binary = find_binary(
+            "redis-server",
+            "/usr/bin/redis-server",
+            hint="install it with `sudo apt-get install redis-server` (Debian/Ubuntu; "
+            "scripts/bootstrap.sh does this) or put a redis-server 6.2+ on PATH",
+        )
 
     @property
     def url(self) -> str:

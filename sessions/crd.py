@@ -190,7 +190,7 @@ PRINTER_COLUMNS = [
     _column("Bot", ".spec.botId"),
     _column("User", ".spec.userId"),
     _column("Last Seen", ".status.lastSeen", "date"),
-    _column("Expires", ".status.expiresAt", "date"),
+    _column("Expires", ".status.expiresAt"),  # a future time: "date" would print <invalid>
     _column("Age", ".metadata.creationTimestamp", "date"),
     _column("Reason", ".status.reason", priority=1),
     _column("Revision", ".status.revision", "integer", priority=1),

@@ -19,6 +19,7 @@ from sessions.model import (
     HistoryEntry,
     Phase,
     Reason,
+    RevisionConflict,
     StoreUnavailable,
     Transition,
     format_time,
@@ -43,7 +44,14 @@ class SyncOutcome:
 async def reconcile(record: BotSessionRecord, service: SessionService) -> SyncOutcome:
     if record.phase is None:
         first = Transition(None, Phase.CONNECTING, Reason.CREATED)
-        record, _ = await service.transition(record, [first], ACTOR, service.now())
+        try:
+            record, _ = await service.transition(record, [first], ACTOR, service.now())
+        except RevisionConflict:
+            # the API creates a BotSession and then writes its first phase: it won the race
+            fresh = await service.botsessions.get(record.key)
+            if fresh is None or fresh.phase is None:
+                raise
+            record = fresh
     outcome = SyncOutcome(record)
     state = state_of(record, record.last_seen or record.created_at, service.settings)
     ttl = record.ttl(service.settings.session_ttl)
@@ -53,7 +61,10 @@ async def reconcile(record: BotSessionRecord, service: SessionService) -> SyncOu
         else:  # Redis keeps live sessions only: just replace an older live copy
             held = await service.redis.get(record.key)
             if held is not None and held.revision < record.revision:
-                await service.redis.write(state, ttl)
+                if record.reason is Reason.CLEARED:  # a clear removed the keys: keep them gone
+                    await service.redis.remove(record.key)
+                else:
+                    await service.redis.write(state, ttl)
     except StoreUnavailable as exc:
         outcome.pending.append("redis")
         event(

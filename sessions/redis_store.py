@@ -242,8 +242,10 @@ class RedisStore:
             for member, why, status, seen, rev, _reason in rows
         ]
 
-    async def count_indexed(self) -> int:
-        count: int = await self._call("count", lambda: self.client.zcard(EXPIRY_INDEX))
+    async def live_count(self, bot_id: str | None = None) -> int:
+        """Sessions Redis holds (for one bot, or all): one ZCARD."""
+        key = bot_index_key(bot_id) if bot_id else EXPIRY_INDEX
+        count: int = await self._call("live_count", lambda: self.client.zcard(key))
         return count
 
     async def ping(self) -> bool:

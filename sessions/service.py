@@ -218,11 +218,13 @@ class SessionService:
             raise RevisionConflict(f"session {key} kept changing; try again")
         state = state_of(record, now, self.settings)
         if not entries:
-            return await self._refresh(record, state)
+            return await self._refresh(record, state, created)
         redis_pending, database_pending = await self._copy_out(state, entries, record)
         return ReportResult(state, entries, created, redis_pending, database_pending)
 
-    async def _refresh(self, record: BotSessionRecord, state: SessionState) -> ReportResult:
+    async def _refresh(
+        self, record: BotSessionRecord, state: SessionState, created: bool
+    ) -> ReportResult:
         """A report of the current phase: refresh lastSeen in Redis (re-writing a session
         Redis lost), nothing else."""
         redis_pending = False
@@ -232,7 +234,7 @@ class SessionService:
                 await self.redis.write(state, record.ttl(self.settings.session_ttl))
         except StoreUnavailable:
             redis_pending = True
-        return ReportResult(state, [], False, redis_pending=redis_pending)
+        return ReportResult(state, [], created, redis_pending=redis_pending)
 
     # --- heartbeats and reads ------------------------------------------------------------
 

@@ -70,7 +70,7 @@ async def test_sweep_removes_expired_inactive_and_lost_sessions_only(
         assert await redis_store.get(SessionKey("bot-1", user)) is not None
     remaining = await redis_store.client.keys("session:*")
     assert len(remaining) == 3 * len(groups["live"])
-    assert await redis_store.count_indexed() == len(groups["live"])
+    assert await redis_store.live_count() == len(groups["live"])
     assert set(await redis_store.client.zrange("botsession:bot:bot-1", 0, -1)) == groups["live"]
 
 

@@ -15,6 +15,7 @@ from devstack.redis_server import RedisServer
 from sessions.botsessions import BotSessionRecord, BotSessions
 from sessions.cleanup import sweep
 from sessions.model import (
+    HistoryEntry,
     Identity,
     InvalidSessionInput,
     Phase,
@@ -457,3 +458,30 @@ def test_log_lines_are_json_and_mask_phone_numbers(capsys: pytest.CaptureFixture
     line = json.loads(capsys.readouterr().err)
     assert line["message"] == "hello **********678"
     assert line["token"] == "Bearer [redacted]" and line["userId"] == "u1"
+
+
+class OperatorFirst(InMemoryBotSessions):
+    """The operator wins the race: it gives a new BotSession its first phase between the
+    API's create and the API's own compare-and-swap."""
+
+    async def create(
+        self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
+    ) -> BotSessionRecord:
+        record = await super().create(key, identity, ttl_seconds)
+        first = HistoryEntry(
+            key, 1, None, Phase.CONNECTING, Reason.CREATED, "operator", record.created_at
+        )
+        await self.set_phase(
+            record, first, record.created_at, record.created_at + timedelta(hours=24)
+        )
+        return record  # the stale copy, as the API holds it
+
+
+async def test_a_first_report_is_created_even_when_the_operator_set_the_phase_first(
+    redis_store: RedisStore, sql_store: SqlStore, clock: Clock
+) -> None:
+    service = SessionService(OperatorFirst(), redis_store, sql_store, load_settings(), clock)
+    result = await service.report(KEY, ReportedState.CONNECTING, identity=IDENTITY)
+    assert result.created and result.transitions == []
+    assert (result.state.phase, result.state.revision) == (Phase.CONNECTING, 1)
+    assert await redis_store.get(KEY) is not None
