@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from api import main as api_main
 from controller import main as controller_main
 from devstack.postgres_server import PostgresServer
 from devstack.process import DevstackError
@@ -29,6 +31,34 @@ def _services(args: argparse.Namespace) -> int:
             print("Ctrl-C stops both and removes their data.", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
+    except DevstackError as exc:
+        print(f"botsession: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    """The whole stack locally until Ctrl-C: control plane (or --use-current-cluster),
+    Redis, SQLite, the CRDs, the operator and the API."""
+    from devstack.stack import LocalStack
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    kubeconfig = None
+    if args.use_current_cluster:
+        kubeconfig = Path(os.environ.get("KUBECONFIG") or "~/.kube/config").expanduser()
+    try:
+        with LocalStack(
+            kubeconfig=kubeconfig, namespace=args.namespace, api_port=args.port
+        ) as stack:
+            if args.demo:
+                stack.demo()
+            print(stack.banner(), flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+            # a second Ctrl-C must not cut the clean-up short and leave servers running
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("stopping...", flush=True)
     except DevstackError as exc:
         print(f"botsession: {exc}", file=sys.stderr)
         return 1
@@ -95,8 +125,21 @@ def _migrate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="botsession", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="the whole stack locally, until Ctrl-C")
+    up.add_argument("--demo", action="store_true", help="create sessions in every phase")
+    up.add_argument(
+        "--use-current-cluster",
+        action="store_true",
+        help="use $KUBECONFIG's cluster instead of a local control plane",
+    )
+    up.add_argument("--namespace", default="default")
+    up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    up.set_defaults(func=_up)
     services = commands.add_parser("services", help="run private Redis and PostgreSQL servers")
     services.set_defaults(func=_services)
+    api = commands.add_parser("api", help="run the REST API (uvicorn)")
+    api_main.add_arguments(api)
+    api.set_defaults(func=api_main.run)
     operator = commands.add_parser("operator", help="run the operator (kopf controller)")
     controller_main.add_arguments(operator)
     operator.set_defaults(func=controller_main.run)

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/bootstrap.sh
-exec .venv/bin/botsession services "$@"
+exec .venv/bin/botsession up "$@"

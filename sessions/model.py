@@ -207,7 +207,7 @@ def validate_id(name: str, value: str) -> str:
 
     No ':' so that the contract keys `session:<botId>:<userId>` split unambiguously.
     """
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidSessionInput(
             f"{name} must be 1-128 characters of letters, digits and . _ @ + = - (got {value!r})"
         )
@@ -215,7 +215,7 @@ def validate_id(name: str, value: str) -> str:
 
 
 def validate_phone(value: str) -> str:
-    if not _PHONE.match(value):
+    if not _PHONE.fullmatch(value):
         raise InvalidSessionInput("phoneNumber must be 5-20 digits")
     return value
 

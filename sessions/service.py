@@ -326,12 +326,30 @@ class SessionService:
             )
         keys = [SessionKey(bot_id, user_id)] if user_id else await self._keys_of_bot(bot_id)
         result = ClearResult()
-        for key in keys:
-            await self._clear_one(key, flags, actor, result)
+        try:
+            for key in keys:
+                await self._clear_one(key, flags, actor, result)
+        except Exception:
+            # a clear that fails half-way is audited with what it did; one that failed
+            # before doing anything wrote nothing, and stays so
+            if result.sessions or result.redis_keys or result.database_rows:
+                await self._audit(bot_id, user_id, flags, actor, result)
+            raise
+        await self._audit(bot_id, user_id, flags, actor, result)
+        return result
+
+    async def _audit(
+        self,
+        bot_id: str,
+        user_id: str | None,
+        flags: ClearFlags,
+        actor: str,
+        result: ClearResult,
+    ) -> None:
         audit = ClearAudit(
             actor,
             bot_id,
-            user_fingerprint(keys[0]) if user_id else None,
+            user_fingerprint(SessionKey(bot_id, user_id)) if user_id else None,
             "session" if user_id else "bot",
             (flags.session, flags.redis, flags.database),
             result.sessions,
@@ -354,7 +372,6 @@ class SessionService:
             databaseRows=result.database_rows,
             pending=result.pending,
         )
-        return result
 
     async def _clear_one(
         self, key: SessionKey, flags: ClearFlags, actor: str, result: ClearResult

@@ -39,7 +39,8 @@ T = TypeVar("T")
 def create_engine(url: str) -> AsyncEngine:
     """An engine with settings that suit each backend."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # hide_parameters: error messages must not quote values (phone numbers, user ids)
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @sa.event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -51,7 +52,12 @@ def create_engine(url: str) -> AsyncEngine:
 
         return engine
     return create_async_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=10
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=10,
+        hide_parameters=True,
     )
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack.redis_server import RedisServer
-from sessions.botsessions import BotSessionRecord, BotSessions
+from sessions.botsessions import BotSessionRecord, BotSessions, DeleteOutcome
 from sessions.cleanup import sweep
 from sessions.model import (
     HistoryEntry,
@@ -485,3 +485,26 @@ async def test_a_first_report_is_created_even_when_the_operator_set_the_phase_fi
     assert result.created and result.transitions == []
     assert (result.state.phase, result.state.revision) == (Phase.CONNECTING, 1)
     assert await redis_store.get(KEY) is not None
+
+
+async def test_a_clear_that_fails_half_way_is_audited_with_what_it_did(
+    memory_service: SessionService, memory_botsessions: InMemoryBotSessions
+) -> None:
+    service = memory_service
+    for user in ("a", "b"):
+        await service.report(SessionKey("bot-1", user), ReportedState.CONNECTED)
+    original = memory_botsessions.delete
+    calls = 0
+
+    async def flaky(key: SessionKey, wait: timedelta) -> DeleteOutcome:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreUnavailable("kubernetes", "connection refused", retry_after=1)
+        return await original(key, wait)
+
+    memory_botsessions.delete = flaky  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await service.clear("bot-1", None, ClearFlags(), actor="admin")
+    (audit,) = await service.sql.clear_audits("bot-1")
+    assert (audit.scope, audit.sessions_deleted, audit.redis_keys_deleted) == ("bot", 1, 3)

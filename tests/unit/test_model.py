@@ -170,3 +170,13 @@ def test_phone_masking_keeps_three_digits() -> None:
 def test_time_format_is_the_contracts() -> None:
     moment = parse_time("2025-01-01T00:00:00Z")
     assert format_time(moment) == "2025-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("bad", ["bot-1\n", "bot-1\r\n"])
+def test_a_trailing_newline_is_not_an_id(bad: str) -> None:
+    with pytest.raises(InvalidSessionInput):
+        SessionKey(bad, "user")
+    from sessions.model import validate_phone
+
+    with pytest.raises(InvalidSessionInput):
+        validate_phone("4915112345678\n")

@@ -1,0 +1,119 @@
+"""The FastAPI application: wiring only. A lifespan opens the Runtime (Redis, SQL, the
+Kubernetes client, the use-cases) and closes it on shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from api import dashboard, errors
+from api.auth import TokenRegistry
+from api.health import Readiness
+from api.routes import health, router
+from api.settings import ApiSettings, load_api_settings
+from sessions.runtime import Runtime
+from sessions.settings import Settings, load_settings
+
+RuntimeFactory = Callable[[Settings], Awaitable[Runtime]]
+
+DESCRIPTION = """\
+Status, reporting and clearing of WhatsApp bot sessions. Each session (`botId` + `userId`)
+is a BotSession custom resource; Redis holds the hot copy and the database the durable
+record and history.
+
+Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, with the
+scope named in its description (`read`, `report`; `admin` implies both). Every error is
+`{"success": false, "error": {"code", "message", ...}}`. See docs/api.md.
+"""
+
+TAGS = [
+    {"name": "frontend", "description": "the endpoints of the frontend team's requirements"},
+    {"name": "sessions", "description": "reporting and reading sessions (bot platform)"},
+    {"name": "analytics", "description": "numbers for the health dashboard (/dashboard)"},
+    {"name": "health", "description": "probes, without authentication"},
+]
+
+
+# Libraries that log SQL parameters, URLs (with user ids) or payloads at INFO or DEBUG: never
+# below WARNING in the API process, whatever the log level, so that no phone number or token
+# reaches a log line through them (sessions.logs redacts digit runs as a last resort only).
+DATA_LOGGERS = (
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "aiosqlite",
+    "asyncpg",
+    "httpx",
+    "httpcore",
+    "hpack",
+    "uvicorn.access",
+)
+
+
+def quiet_data_loggers() -> None:
+    for name in DATA_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:  # NOTSET (0) included
+            logger.setLevel(logging.WARNING)
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def default_runtime_factory(api_settings: ApiSettings) -> RuntimeFactory:
+    async def open_runtime(settings: Settings) -> Runtime:
+        return await Runtime.open(
+            settings, kubeconfig=api_settings.kubeconfig, migrate=api_settings.migrate
+        )
+
+    return open_runtime
+
+
+def create_app(
+    settings: Settings | None = None,
+    runtime_factory: RuntimeFactory | None = None,
+    api_settings: ApiSettings | None = None,
+) -> FastAPI:
+    """The app. Settings default to the environment (BOTSESSION_*, BOTSESSION_API_*);
+    raises SettingsError or auth.TokenError on bad configuration, before serving anything."""
+    api_settings = api_settings or load_api_settings()
+    settings = settings or load_settings()
+    tokens = TokenRegistry(
+        api_settings.tokens.get_secret_value() if api_settings.tokens else None,
+        api_settings.tokens_file,
+        api_settings.tokens_reload_interval,
+    )
+    factory = runtime_factory or default_runtime_factory(api_settings)
+    quiet_data_loggers()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await factory(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="botsession API",
+        version="1",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.api_settings = api_settings
+    app.state.tokens = tokens
+    app.state.readiness = Readiness(timeout=api_settings.ready_timeout)
+    errors.install(app)
+    app.add_middleware(errors.RequestLog)
+    app.include_router(router)
+    app.include_router(dashboard.router)
+    app.include_router(health)
+    return app

@@ -1,0 +1,223 @@
+"""Analytics, the health dashboard page and the API's metrics (issue: session analytics and
+monitoring). Thin wiring over sessions.analytics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api import metrics
+from api.routes import V1, Reader
+from api.schemas import errors
+from sessions.analytics import analytics
+from sessions.crd import ID_PATTERN
+from sessions.model import format_time
+from sessions.runtime import Runtime
+
+router = APIRouter(tags=["analytics"])
+PAGE = (resources.files("api") / "static" / "dashboard.html").read_text()
+
+
+class HourlyTransitions(BaseModel):
+    hour: str = Field(examples=["2026-11-25T10:00:00Z"])
+    reason: str = Field(examples=["Connected"])
+    count: int
+
+
+class Durations(BaseModel):
+    count: int = Field(description="connections that ended in the window")
+    median: float | None = Field(description="seconds active, median", examples=[1800.0])
+    p95: float | None = Field(description="seconds active, 95th percentile")
+
+
+class StuckSession(BaseModel):
+    botId: str
+    userId: str
+    since: str = Field(description="when it last changed, ISO 8601 UTC")
+
+
+class Stuck(BaseModel):
+    count: int
+    afterSeconds: float
+    oldest: list[StuckSession]
+
+
+class CleanupRunOut(BaseModel):
+    startedAt: str
+    finishedAt: str | None
+    removed: int
+    expired: int
+    inactive: int
+    succeeded: bool
+    error: str | None
+    runner: str
+
+
+class AnalyticsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "botId": "bot-1",
+                    "generatedAt": "2026-11-25T12:00:00Z",
+                    "windowHours": 24,
+                    "byPhase": {"active": 12, "connecting": 1, "inactive": 30},
+                    "liveInRedis": 13,
+                    "transitionsPerHour": [
+                        {"hour": "2026-11-25T11:00:00Z", "reason": "Connected", "count": 4}
+                    ],
+                    "duration": {"count": 25, "median": 1800.0, "p95": 7200.0},
+                    "stuckConnecting": {
+                        "count": 1,
+                        "afterSeconds": 120.0,
+                        "oldest": [
+                            {"botId": "bot-1", "userId": "user-7", "since": "2026-11-25T11:40:00Z"}
+                        ],
+                    },
+                    "cleanupRuns": [
+                        {
+                            "startedAt": "2026-11-25T11:00:00Z",
+                            "finishedAt": "2026-11-25T11:00:01Z",
+                            "removed": 3,
+                            "expired": 2,
+                            "inactive": 1,
+                            "succeeded": True,
+                            "error": None,
+                            "runner": "botsession-0",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    success: bool = True
+    botId: str | None
+    generatedAt: str
+    windowHours: float
+    byPhase: dict[str, int] = Field(examples=[{"active": 12, "connecting": 1}])
+    liveInRedis: int | None = Field(description="sessions Redis holds; null when Redis is down")
+    transitionsPerHour: list[HourlyTransitions]
+    duration: Durations
+    stuckConnecting: Stuck
+    cleanupRuns: list[CleanupRunOut]
+
+
+@router.get(
+    f"{V1}/analytics",
+    summary="Sessions by phase, transitions per hour, durations, stuck sessions, sweeps",
+    response_model=AnalyticsResponse,
+    responses=errors(401, 403, 422, 503),
+)
+async def get_analytics(
+    request: Request,
+    _token: Reader,
+    bot_id: Annotated[
+        str | None,
+        Query(alias="botId", pattern=ID_PATTERN, description="one bot; all bots when omitted"),
+    ] = None,
+    window_hours: Annotated[float, Query(alias="windowHours", gt=0, le=744)] = 24,
+    stuck_minutes: Annotated[
+        float | None,
+        Query(
+            alias="stuckMinutes",
+            gt=0,
+            le=10080,
+            description="connecting longer than this counts as stuck (default: the connect "
+            "timeout)",
+        ),
+    ] = None,
+) -> AnalyticsResponse:
+    """From the database (history, sweeps) and Redis (live count); each part is one
+    bounded query. Read scope."""
+    runtime: Runtime = request.app.state.runtime
+    stuck_after = (
+        timedelta(minutes=stuck_minutes) if stuck_minutes else runtime.settings.connect_timeout
+    )
+    result = await analytics(
+        runtime.sql,
+        runtime.redis,
+        bot_id=bot_id,
+        window=timedelta(hours=window_hours),
+        stuck_after=stuck_after,
+    )
+    return AnalyticsResponse(
+        botId=bot_id,
+        generatedAt=format_time(result.generated_at),
+        windowHours=result.window.total_seconds() / 3600,
+        byPhase=result.by_phase,
+        liveInRedis=result.live_in_redis,
+        transitionsPerHour=[
+            HourlyTransitions(hour=h, reason=r, count=c) for h, r, c in result.transitions_per_hour
+        ],
+        duration=Durations(
+            count=result.durations_count, median=result.duration_median, p95=result.duration_p95
+        ),
+        stuckConnecting=Stuck(
+            count=result.stuck_count,
+            afterSeconds=stuck_after.total_seconds(),
+            oldest=[
+                StuckSession(
+                    botId=s.key.bot_id, userId=s.key.user_id, since=format_time(s.last_seen)
+                )
+                for s in result.stuck_oldest
+            ],
+        ),
+        cleanupRuns=[
+            CleanupRunOut(
+                startedAt=format_time(r.started_at),
+                finishedAt=format_time(r.finished_at) if r.finished_at else None,
+                removed=r.removed,
+                expired=r.expired,
+                inactive=r.inactive,
+                succeeded=r.succeeded,
+                error=r.error,
+                runner=r.runner,
+            )
+            for r in result.cleanup_runs
+        ],
+    )
+
+
+@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard() -> HTMLResponse:
+    """The page itself holds no data (every number comes from /analytics with the token
+    the user types), so serving it needs no token."""
+    return HTMLResponse(
+        PAGE,
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
+            "script-src 'unsafe-inline'; img-src 'self' data:",
+        },
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this API process",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "text/plain": {
+                    "example": (
+                        'botsession_api_requests_total{method="GET",route="/healthz",'
+                        'status="200"} 3.0\n'
+                    )
+                }
+            }
+        },
+        **errors(401, 403),
+    },
+)
+async def get_metrics(_token: Reader) -> Response:
+    """Request counts and latency histograms per route template and status. Read scope:
+    configure the scraper with a bearer token."""
+    return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,31 @@
+"""The API's Prometheus metrics: requests and latency per route template and status."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter(
+    "botsession_api_requests_total",
+    "HTTP requests",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "botsession_api_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def observe(method: str | None, route: str | None, status: int, seconds: float) -> None:
+    """Route templates only (never raw paths: they hold user ids), so labels stay bounded."""
+    template = route or "unmatched"
+    REQUESTS.labels(method or "", template, str(status)).inc()
+    LATENCY.labels(method or "", template).observe(seconds)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

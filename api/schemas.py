@@ -1,0 +1,496 @@
+"""Request and response bodies (camelCase, as the frontend's requirements spell them), with
+the examples the OpenAPI document shows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from sessions.crd import ID_PATTERN
+from sessions.model import (
+    HistoryEntry,
+    Phase,
+    Reason,
+    ReportedState,
+    SessionState,
+    format_time,
+)
+
+PHONE_PATTERN = r"^[0-9]{5,20}$"
+# printable text: no control characters (PostgreSQL refuses NUL; logs and UIs choke on the rest)
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+
+EXAMPLE_TIME = "2025-01-01T00:00:00Z"
+EXAMPLE_EXPIRES = "2025-01-02T00:00:00Z"
+
+
+def _encodable(value: str | None) -> str | None:
+    """Refuse strings that are not valid Unicode (lone surrogates from JSON escapes)."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+Id = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=128)]
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"}, examples=[EXAMPLE_TIME])]
+
+
+# --- requests --------------------------------------------------------------------------
+
+
+class ReportRequest(BaseModel):
+    """What a bot process reports. The identity fields are recorded by the first report that
+    creates the session; later reports do not change them."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "state": "connected",
+                    "phoneNumber": "1234567890",
+                    "displayName": "User Name",
+                    "sessionId": "session_123",
+                },
+                {"state": "disconnected", "reason": "LoggedOut"},
+            ]
+        },
+    )
+
+    state: ReportedState = Field(description="connecting, connected, failed or disconnected")
+    reason: Reason | None = Field(
+        None, description="why; defaults to the transition's usual reason (docs/api.md)"
+    )
+    phoneNumber: str | None = Field(None, pattern=PHONE_PATTERN, description="digits only")
+    displayName: Text | None = Field(None, max_length=256, pattern=TEXT_PATTERN)
+    sessionId: Text | None = Field(None, max_length=256, pattern=TEXT_PATTERN)
+
+
+class ClearRequest(BaseModel):
+    """Each flag defaults to true; at least one must be true. Unknown fields are refused,
+    so a misspelt flag cannot silently default to true."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "userId": "user-1",
+                    "clearSession": True,
+                    "clearRedis": True,
+                    "clearDatabase": True,
+                },
+                {"userId": "user-1", "clearSession": False, "clearDatabase": False},
+            ]
+        },
+    )
+
+    userId: str | None = Field(
+        None,
+        pattern=ID_PATTERN,
+        min_length=1,
+        max_length=128,
+        description="the session to clear; only an admin token may omit it (all of the bot)",
+    )
+    clearSession: bool = Field(True, strict=True, description="delete the BotSession")
+    clearRedis: bool = Field(True, strict=True, description="remove the Redis keys now")
+    clearDatabase: bool = Field(
+        True, strict=True, description="delete the row and history (an audit row remains)"
+    )
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+class StatusResponse(BaseModel):
+    """Exactly the shape of the frontend's requirements."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "status": "active",
+                    "lastSeen": EXAMPLE_TIME,
+                    "phoneNumber": "1234567890",
+                    "displayName": "User Name",
+                    "sessionId": "session_123",
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    status: Phase
+    lastSeen: Time
+    phoneNumber: str = Field(description='"" when the bot never reported one')
+    displayName: str
+    sessionId: str
+
+    @classmethod
+    def of(cls, state: SessionState) -> StatusResponse:
+        return cls(
+            status=state.phase,
+            lastSeen=format_time(state.last_seen),
+            phoneNumber=state.identity.phone_number,
+            displayName=state.identity.display_name,
+            sessionId=state.identity.session_id,
+        )
+
+
+SESSION_EXAMPLE: dict[str, Any] = {
+    "botId": "bot-1",
+    "userId": "user-1",
+    "status": "active",
+    "reason": "Connected",
+    "revision": 2,
+    "lastSeen": EXAMPLE_TIME,
+    "expiresAt": EXAMPLE_EXPIRES,
+    "createdAt": EXAMPLE_TIME,
+    "phoneNumber": "1234567890",
+    "displayName": "User Name",
+    "sessionId": "session_123",
+}
+
+
+class Session(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SESSION_EXAMPLE]})
+
+    botId: str
+    userId: str
+    status: Phase
+    reason: Reason | None
+    revision: int = Field(description="increments with every phase change")
+    lastSeen: Time
+    expiresAt: Time
+    createdAt: Time
+    phoneNumber: str
+    displayName: str
+    sessionId: str
+
+    @classmethod
+    def of(cls, state: SessionState) -> Session:
+        return cls(
+            botId=state.key.bot_id,
+            userId=state.key.user_id,
+            status=state.phase,
+            reason=state.reason,
+            revision=state.revision,
+            lastSeen=format_time(state.last_seen),
+            expiresAt=format_time(state.expires_at),
+            createdAt=format_time(state.created_at),
+            phoneNumber=state.identity.phone_number,
+            displayName=state.identity.display_name,
+            sessionId=state.identity.session_id,
+        )
+
+
+TRANSITION_EXAMPLE: dict[str, Any] = {
+    "revision": 2,
+    "from": "connecting",
+    "to": "active",
+    "reason": "Connected",
+    "actor": "bot-runner",
+    "at": EXAMPLE_TIME,
+}
+
+
+class TransitionOut(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True, json_schema_extra={"examples": [TRANSITION_EXAMPLE]}
+    )
+
+    revision: int
+    from_: Phase | None = Field(alias="from", description="null for a session's first phase")
+    to: Phase
+    reason: Reason
+    actor: str = Field(description="the API token's name, operator, or sweep")
+    at: Time
+
+    @classmethod
+    def of(cls, entry: HistoryEntry) -> TransitionOut:
+        return cls.model_validate(
+            {
+                "revision": entry.revision,
+                "from": entry.from_phase,
+                "to": entry.to_phase,
+                "reason": entry.reason,
+                "actor": entry.actor,
+                "at": format_time(entry.at),
+            }
+        )
+
+
+class ReportResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "created": True,
+                    "session": SESSION_EXAMPLE,
+                    "transitions": [
+                        {
+                            **TRANSITION_EXAMPLE,
+                            "revision": 1,
+                            "from": None,
+                            "to": "connecting",
+                            "reason": "Created",
+                        },
+                        TRANSITION_EXAMPLE,
+                    ],
+                    "redisPending": False,
+                    "databasePending": False,
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    created: bool = Field(description="this report created the session (HTTP 201)")
+    session: Session
+    transitions: list[TransitionOut] = Field(
+        description="the transitions this report recorded, oldest first; [] when it repeated "
+        "the current phase (which only refreshes lastSeen)"
+    )
+    redisPending: bool = Field(description="Redis was down: the operator copies it later")
+    databasePending: bool = Field(description="the database was down: backfilled later")
+
+
+class HeartbeatResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "status": "active",
+                    "lastSeen": EXAMPLE_TIME,
+                    "expiresAt": EXAMPLE_EXPIRES,
+                    "revision": 2,
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    status: Phase
+    lastSeen: Time
+    expiresAt: Time
+    revision: int
+
+
+class SessionList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "botId": "bot-1",
+                    "total": 1,
+                    "limit": 50,
+                    "offset": 0,
+                    "sessions": [SESSION_EXAMPLE],
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    botId: str
+    total: int = Field(description="sessions matching the filter, over all pages")
+    limit: int
+    offset: int
+    sessions: list[Session] = Field(description="most recently seen first")
+
+
+class SessionDetail(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "source": "redis",
+                    "session": SESSION_EXAMPLE,
+                    "history": [TRANSITION_EXAMPLE],
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    source: Literal["redis", "database"] = Field(description="where the state was read")
+    session: Session
+    history: list[TransitionOut] = Field(description="recent transitions, newest first")
+
+
+class Cleared(BaseModel):
+    session: int = Field(description="BotSessions deleted")
+    redisKeys: int = Field(description="Redis keys removed")
+    databaseRows: int = Field(description="database rows (session + history) deleted")
+
+
+class ClearResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "cleared": {"session": 1, "redisKeys": 3, "databaseRows": 3},
+                    "pending": [],
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    cleared: Cleared
+    pending: list[str] = Field(
+        description="what is still in progress or failed (HTTP 202 when not empty), e.g. "
+        '"session bot-1:user-1" while the BotSession\'s finalizer runs'
+    )
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="machine-readable; see docs/api.md")
+    message: str = Field(description="what was wrong, for people")
+    current: Phase | None = Field(None, description="transition_refused: the current phase")
+    requested: Phase | None = Field(None, description="transition_refused: the phase asked")
+    allowed: list[Phase] | None = Field(None, description="transition_refused: allowed next")
+    store: str | None = Field(None, description="store_unavailable: kubernetes, redis, database")
+    details: list[dict[str, str]] | None = Field(
+        None, description="invalid_input: each field and what is wrong with it"
+    )
+
+
+class ErrorResponse(BaseModel):
+    success: Literal[False] = False
+    error: ErrorInfo
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"success": True, "status": "ok"}]})
+
+    success: Literal[True] = True
+    status: Literal["ok"] = "ok"
+
+
+READY_EXAMPLE: dict[str, Any] = {
+    "kubernetes": {"ok": True, "detail": None},
+    "redis": {"ok": True, "detail": None},
+    "database": {"ok": True, "detail": None},
+    "schema": {"ok": True, "detail": None},
+}
+
+
+class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"success": True, "checks": READY_EXAMPLE}]}
+    )
+
+    success: Literal[True] = True
+    checks: dict[str, Check]
+
+
+class NotReadyResponse(BaseModel):
+    success: Literal[False] = False
+    error: ErrorInfo
+    checks: dict[str, Check]
+
+
+# --- documented error responses --------------------------------------------------------
+
+_ERROR_EXAMPLES: dict[int, tuple[str, dict[str, Any]]] = {
+    401: (
+        "no token, or an unknown one",
+        {"code": "unauthorized", "message": "missing bearer token (Authorization: Bearer ...)"},
+    ),
+    403: (
+        "the token lacks the scope",
+        {"code": "forbidden", "message": "token 'frontend' lacks the report scope"},
+    ),
+    404: (
+        "no such session",
+        {"code": "session_not_found", "message": "no session for bot-1:user-1"},
+    ),
+    409: (
+        "refused transition (or an inactive session's heartbeat, or a lost compare-and-swap)",
+        {
+            "code": "transition_refused",
+            "message": "cannot move a session from inactive to active; allowed next: connecting",
+            "current": "inactive",
+            "requested": "active",
+            "allowed": ["connecting"],
+        },
+    ),
+    422: (
+        "the request is invalid",
+        {
+            "code": "invalid_input",
+            "message": "body.state: Input should be 'connecting', 'connected', 'failed' or "
+            "'disconnected'",
+            "details": [
+                {
+                    "field": "body.state",
+                    "message": "Input should be 'connecting', 'connected', 'failed' or "
+                    "'disconnected'",
+                }
+            ],
+        },
+    ),
+    502: (
+        "the Kubernetes API refused the request (e.g. RBAC)",
+        {"code": "kubernetes_error", "message": "the Kubernetes API answered 403 Forbidden"},
+    ),
+    503: (
+        "a store is unavailable (Kubernetes: nothing was written); see Retry-After",
+        {
+            "code": "store_unavailable",
+            "message": "kubernetes is unavailable; retry after 1 s (nothing was written to Redis "
+            "or the database)",
+            "store": "kubernetes",
+        },
+    ),
+}
+
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+}
+_WWW_AUTHENTICATE = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the given error statuses, each with an example."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, example = _ERROR_EXAMPLES[status]
+        entry: dict[str, Any] = {
+            "model": ErrorResponse,
+            "description": description,
+            "content": {"application/json": {"example": {"success": False, "error": example}}},
+        }
+        if status == 503:
+            entry["headers"] = _RETRY_AFTER
+        if status == 401:
+            entry["headers"] = _WWW_AUTHENTICATE
+        documented[status] = entry
+    return documented
+
+
+SOURCE_HEADER = {
+    "X-Session-Source": {
+        "description": "where the state was read: redis, or database (Redis missed or is down)",
+        "schema": {"type": "string", "enum": ["redis", "database"]},
+    }
+}
