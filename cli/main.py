@@ -8,8 +8,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TypeVar
 
 from api import main as api_main
 from controller import main as controller_main
@@ -17,24 +19,50 @@ from devstack.postgres_server import PostgresServer
 from devstack.process import DevstackError
 from devstack.redis_server import RedisServer
 
-CRD_FILE = Path(__file__).resolve().parents[1] / "crds" / "botsessions.yaml"
+T = TypeVar("T")
 
 
-def _services(args: argparse.Namespace) -> int:
-    """Start private Redis and PostgreSQL servers and wait for Ctrl-C."""
+def _serve_until_stopped(servers: AbstractContextManager[T], announce: Callable[[T], None]) -> int:
+    """Start, announce, wait for Ctrl-C (or SIGTERM), stop everything. A second Ctrl-C
+    must not cut the clean-up short and leave servers running."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with RedisServer() as redis, PostgresServer() as postgres:
-            print(f"redis:      {redis.url}")
-            print(f"postgresql: {postgres.dsn}")
-            print("Ctrl-C stops both and removes their data.", flush=True)
+        with servers as started:
+            announce(started)
             with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("stopping...", flush=True)
     except DevstackError as exc:
         print(f"botsession: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _services(args: argparse.Namespace) -> int:
+    """Start private Redis and PostgreSQL servers and wait for Ctrl-C."""
+
+    def announce(servers: tuple[RedisServer, PostgresServer]) -> None:
+        print(f"redis:      {servers[0].url}")
+        print(f"postgresql: {servers[1].dsn}")
+        print("Ctrl-C stops both and removes their data.", flush=True)
+
+    return _serve_until_stopped(_Both(RedisServer(), PostgresServer()), announce)
+
+
+class _Both(contextlib.ExitStack):
+    def __init__(self, redis: RedisServer, postgres: PostgresServer) -> None:
+        super().__init__()
+        self.servers = (redis, postgres)
+
+    def __enter__(self) -> tuple[RedisServer, PostgresServer]:  # type: ignore[override]
+        super().__enter__()
+        try:
+            return (self.enter_context(self.servers[0]), self.enter_context(self.servers[1]))
+        except BaseException:
+            self.close()
+            raise
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -42,27 +70,18 @@ def _up(args: argparse.Namespace) -> int:
     Redis, SQLite, the CRDs, the operator and the API."""
     from devstack.stack import LocalStack
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     kubeconfig = None
     if args.use_current_cluster:
         kubeconfig = Path(os.environ.get("KUBECONFIG") or "~/.kube/config").expanduser()
-    try:
-        with LocalStack(
-            kubeconfig=kubeconfig, namespace=args.namespace, api_port=args.port
-        ) as stack:
-            if args.demo:
-                stack.demo()
-            print(stack.banner(), flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
-            # a second Ctrl-C must not cut the clean-up short and leave servers running
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            print("stopping...", flush=True)
-    except DevstackError as exc:
-        print(f"botsession: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    def announce(stack: LocalStack) -> None:
+        if args.demo:
+            stack.demo()
+        print(stack.banner(), flush=True)
+
+    return _serve_until_stopped(
+        LocalStack(kubeconfig=kubeconfig, namespace=args.namespace, api_port=args.port), announce
+    )
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -77,21 +96,17 @@ def _controlplane(args: argparse.Namespace) -> int:
     """Run etcd + kube-apiserver, write a kubeconfig, apply the CRD, wait for Ctrl-C."""
     from devstack.controlplane import ControlPlane
     from devstack.kubectl import kubectl
+    from sessions.crd import render
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        with ControlPlane() as plane:
-            kubectl(plane.kubeconfig, "apply", "-f", str(CRD_FILE))
-            print(f"kube-apiserver: {plane.url}")
-            print(f"export KUBECONFIG={plane.kubeconfig}")
-            print("kubectl get botsessions   # Ctrl-C stops the control plane", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
-    except DevstackError as exc:
-        print(f"botsession: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    def announce(plane: ControlPlane) -> None:
+        crd = plane.workdir / "botsessions.yaml"
+        crd.write_text(render())
+        kubectl(plane.kubeconfig, "apply", "-f", str(crd))
+        print(f"kube-apiserver: {plane.url}")
+        print(f"export KUBECONFIG={plane.kubeconfig}")
+        print("kubectl get botsessions   # Ctrl-C stops the control plane", flush=True)
+
+    return _serve_until_stopped(ControlPlane(), announce)
 
 
 def _migrate(args: argparse.Namespace) -> int:
