@@ -22,6 +22,7 @@ import yaml
 
 from devstack.process import (
     DevstackError,
+    Lifecycle,
     ManagedProcess,
     ensure_port_free,
     find_binary,
@@ -192,7 +193,7 @@ class KubeAPIServer(ManagedProcess):
         return (self.cert_dir / "apiserver.crt").read_bytes()
 
 
-class ControlPlane:
+class ControlPlane(Lifecycle):
     """etcd + kube-apiserver with an admin token and a kubeconfig; a context manager."""
 
     def __init__(self, workdir: Path | None = None, keep: bool = False) -> None:
@@ -258,13 +259,3 @@ class ControlPlane:
         self.stop()
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

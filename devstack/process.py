@@ -12,7 +12,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 
@@ -78,8 +77,28 @@ def tail(log: Path | None, lines: int = 25) -> str:
     return "\n--- last lines of " + str(log) + " ---\n" + "\n".join(text)
 
 
-class ManagedProcess:
-    """Base for servers: a temp dir, a log file, start/stop, context manager."""
+class Lifecycle:
+    """start() and close() as a context manager; close() also after a failed start."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ManagedProcess(Lifecycle):
+    """Base for servers: a temp dir, a log file, start/stop."""
 
     name = "process"
 
@@ -112,9 +131,6 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self) -> Self:
-        raise NotImplementedError
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
         """Stop the process (SIGKILL after the timeout); the workdir stays until close()."""
         if self.proc is not None and self.proc.poll() is None:
@@ -137,18 +153,3 @@ class ManagedProcess:
         self.stop()
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -16,7 +16,7 @@ from typing import Any, Self
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
 from devstack.operator_process import OperatorProcess
-from devstack.process import ManagedProcess, free_port, wait_until
+from devstack.process import Lifecycle, ManagedProcess, free_port, wait_until
 from devstack.redis_server import RedisServer
 from sessions.crd import render
 
@@ -90,7 +90,7 @@ class ApiProcess(ManagedProcess):
         return self
 
 
-class LocalStack:
+class LocalStack(Lifecycle):
     def __init__(
         self,
         *,
@@ -203,13 +203,3 @@ class LocalStack:
         if self.plane is not None:
             self.plane.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
