@@ -1,10 +1,13 @@
 """The expiry sweep: remove expired (lastSeen + TTL) and inactive sessions from Redis.
 
-It reads due members from the expiry index in bounded batches and lets a Lua script
-re-check and remove each one atomically, so a session refreshed by a heartbeat in the
-meantime survives, two sweepers at once never remove a session twice, and a re-run finds
-nothing left to do. Callers (the operator) turn the result into BotSession and history
-updates.
+It works through the expiry index in bounded batches. Each batch is one call of the sweep
+Lua script, which takes the due members from the index and removes them in the same atomic
+step (RedisStore.sweep_due), so a session refreshed by a heartbeat is never removed, two
+sweepers at once never remove a session twice, and a re-run finds nothing left to do.
+Callers (the operator) turn the result into BotSession and history updates.
+
+Every removal is logged as one structured line at INFO ("session removed from redis", with
+botId, userId, why, phase, revision).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sessions.logs import event
 from sessions.model import utcnow
 from sessions.redis_store import RedisStore, SweptSession
 
 log = logging.getLogger(__name__)
+
+REMOVED = "session removed from redis"
 
 
 @dataclass
@@ -42,23 +46,30 @@ async def sweep(
     moment = now or utcnow()
     result = SweepResult(started_at=utcnow())
     while result.batches < max_batches:
-        members = await store.due(moment, batch_size)
-        if not members:
+        removed = await store.sweep_due(moment, batch_size)
+        if not removed:
             break
-        removed = await store.sweep_members(members, moment)
         result.batches += 1
         result.removed.extend(removed)
-        for swept in removed:
-            event(
-                log,
-                "session removed from redis",
-                botId=swept.key.bot_id,
-                userId=swept.key.user_id,
-                why=swept.why,
-                phase=swept.phase.value if swept.phase else None,
-                revision=swept.revision,
-            )
-        if len(members) < batch_size:
+        if log.isEnabledFor(logging.INFO):
+            _log_removals(removed)
+        if len(removed) < batch_size:
             break
     result.finished_at = utcnow()
     return result
+
+
+def _log_removals(removed: list[SweptSession]) -> None:
+    """One line per removed session. The same record sessions.logs.event() makes, built
+    without the per-session SessionKey, Phase and keyword-argument round trips."""
+    info = log.info
+    for swept in removed:
+        bot_id, _, user_id = swept.member.partition(":")
+        fields = {
+            "botId": bot_id,
+            "userId": user_id,
+            "why": swept.why,
+            "phase": swept.status or None,
+            "revision": swept.revision,
+        }
+        info(REMOVED, extra={"fields": fields})

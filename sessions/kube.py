@@ -8,6 +8,7 @@ status, with the server's reason and message).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import ssl
@@ -130,14 +131,22 @@ def load_config(kubeconfig: str | None = None) -> KubeConfig:
 
 
 class KubeClient:
-    def __init__(self, config: KubeConfig, timeout: float = 10.0) -> None:
+    def __init__(
+        self, config: KubeConfig, timeout: float = 10.0, max_connections: int = 50
+    ) -> None:
         self.config = config
         self.http = httpx.AsyncClient(
             base_url=config.server,
             verify=config.ssl_context,
             timeout=timeout,
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
         )
+        # Callers queue here, not in httpcore's pool: its bookkeeping is linear in the number
+        # of waiting requests, so 1,000 concurrent callers (the operator during a burst of
+        # creations) cost 5-10x the CPU per request (docs/benchmarks.md, "Operator at scale").
+        # No deadline for the wait: every request in flight has the timeout, so the queue
+        # moves; a deadline would fail a burst's handlers only for being many.
+        self._slots = asyncio.Semaphore(max_connections)
 
     async def request(
         self,
@@ -151,12 +160,15 @@ class KubeClient:
         headers = {**self.config.headers(), "Accept": "application/json"}
         if json is not None:
             headers["Content-Type"] = content_type
+        await self._slots.acquire()
         try:
             response = await self.http.request(
                 method, path, json=json, params=params, headers=headers
             )
         except httpx.TransportError as exc:
             raise ApiUnavailable(f"{method} {path}: {exc.__class__.__name__}") from exc
+        finally:
+            self._slots.release()
         if response.status_code == 429 or response.status_code >= 500:
             retry_after = float(response.headers.get("Retry-After", "1") or 1)
             raise ApiUnavailable(f"{method} {path}: HTTP {response.status_code}", retry_after)

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -86,15 +86,47 @@ class Heartbeat:
     revision: int
 
 
-@dataclass(frozen=True)
-class SweptSession:
-    """A session the sweep removed; `why` is inactive, expired or gone."""
+class SweptSession(NamedTuple):
+    """A session the sweep removed: `why` is inactive, expired or gone.
 
-    key: SessionKey
-    why: str
-    phase: Phase | None
-    last_seen: datetime | None
-    revision: int | None
+    It holds the sweep script's reply as Redis sent it (only strings); `key`, `why`, `phase`,
+    `last_seen` and `revision` are worked out when read. A sweep that removes 100,000
+    sessions thus creates no SessionKey or datetime that its caller never reads (the
+    operator reads key and last_seen of the expired ones only), and a value that does not
+    parse fails where it is read, not in the middle of a batch Redis has already removed.
+    """
+
+    member: str  # <botId>:<userId>
+    status: str  # the phase Redis held; "" when the hash was already gone
+    last_seen_text: str  # lastSeen as stored, "" when gone
+    revision_text: str  # "" when gone
+
+    @property
+    def why(self) -> str:
+        status = self.status
+        return "gone" if not status else "inactive" if status == "inactive" else "expired"
+
+    @property
+    def key(self) -> SessionKey:
+        return key_of_member(self.member)
+
+    @property
+    def phase(self) -> Phase | None:
+        return Phase(self.status) if self.status else None
+
+    @property
+    def last_seen(self) -> datetime | None:
+        return parse_time(self.last_seen_text) if self.last_seen_text else None
+
+    @property
+    def revision(self) -> int | None:
+        return int(self.revision_text) if self.revision_text else None
+
+
+def _swept(rows: list[str]) -> list[SweptSession]:
+    """The sweep script's flat reply (member, status, lastSeen, revision, ...) as sessions."""
+    each = iter(rows)
+    return list(map(SweptSession._make, zip(each, each, each, each, strict=True)))
 
 
 def connect(
@@ -228,19 +260,24 @@ class RedisStore:
         )
         return members
 
+    async def sweep_due(self, now: datetime, limit: int) -> list[SweptSession]:
+        """Remove up to `limit` sessions due at `now`, oldest first, in one script call.
+
+        The script takes them from the index and removes them in the same atomic step, so a
+        heartbeat can never fall between the two. Fewer than `limit` means nothing more is due.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        rows = await self._call("sweep", lambda: self._sweep(args=[to_millis(now), limit]))
+        return _swept(rows)
+
     async def sweep_members(self, members: Sequence[str], now: datetime) -> list[SweptSession]:
-        """Re-check each member inside Redis and remove the due ones, atomically."""
-        rows = await self._call("sweep", lambda: self._sweep(args=[to_millis(now), *members]))
-        return [
-            SweptSession(
-                key_of_member(member),
-                why,
-                Phase(status) if status else None,
-                parse_time(seen) if seen else None,
-                int(rev) if rev else None,
-            )
-            for member, why, status, seen, rev, _reason in rows
-        ]
+        """Re-check members read from the index (due()) inside Redis and remove the due ones,
+        atomically: one a heartbeat refreshed since it was read stays."""
+        if not members:
+            return []
+        rows = await self._call("sweep", lambda: self._sweep(args=[to_millis(now), 0, *members]))
+        return _swept(rows)
 
     async def live_count(self, bot_id: str | None = None) -> int:
         """Sessions Redis holds (for one bot, or all): one ZCARD."""

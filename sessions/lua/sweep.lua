@@ -1,29 +1,57 @@
--- Remove the due sessions among ARGV[2..]: each is re-checked here, atomically, so a
--- session refreshed since it was read from the index is left alone. ARGV: now_ms, members...
--- returns {member, why, status, lastSeen, revision, reason} for each removed session;
--- why is 'inactive', 'expired', or 'gone' (Redis had already dropped the data).
-local now_ms = tonumber(ARGV[1])
-local removed = {}
-for i = 2, #ARGV do
-  local member = ARGV[i]
-  local score = redis.call('ZSCORE', INDEX, member)
-  if score then
-    local hash, status_key, expiry_key, bot_index, user = keys_of(member)
-    local f = redis.call('HMGET', hash, 'status', 'lastSeen', 'revision', 'reason')
-    local why = nil
-    if not f[1] then
-      why = 'gone'
-    elseif f[1] == 'inactive' then
-      why = 'inactive'
-    elseif tonumber(score) <= now_ms then
-      why = 'expired'
-    end
-    if why then
-      redis.call('DEL', hash, status_key, expiry_key)
-      redis.call('ZREM', INDEX, member)
-      redis.call('ZREM', bot_index, user)
-      removed[#removed + 1] = {member, why, f[1] or '', f[2] or '', f[3] or '', f[4] or ''}
+-- Remove due sessions: inactive ones, and expired ones (index score <= now_ms). Each removal
+-- is decided and done here, in one atomic step with the reads it is based on, so a session a
+-- heartbeat refreshed in the meantime is left alone and two sweepers never remove it twice.
+-- Two forms (ARGV):
+--   now_ms, limit          take the first `limit` members due at now_ms from the index and
+--                          remove them: choosing and removing happen in the same script call,
+--                          so no heartbeat can come in between (sessions.cleanup.sweep)
+--   now_ms, 0, members...  re-check members read from the index earlier: one whose score has
+--                          moved past now_ms since (a heartbeat) stays, unless it is inactive;
+--                          one no longer in the index is skipped
+-- returns a flat list, 4 entries per removed session: member, status, lastSeen, revision.
+-- The status tells why: '' = gone (Redis had already dropped the hash; its other keys and index
+-- entries are removed now), 'inactive' = inactive, anything else = expired.
+local now_ms = ARGV[1]
+local limit = tonumber(ARGV[2])
+local out = {}
+local n = 0
+
+-- f: the HMGET of status, lastSeen, revision
+local function remove(member, f)
+  local hash, status_key, expiry_key, bot_index, user = keys_of(member)
+  redis.call('DEL', hash, status_key, expiry_key)
+  redis.call('ZREM', bot_index, user)
+  out[n + 1] = member
+  out[n + 2] = f[1] or ''
+  out[n + 3] = f[2] or ''
+  out[n + 4] = f[3] or ''
+  n = n + 4
+end
+
+if limit > 0 then
+  -- every member in this range is due: expired by its score, or inactive (score = lastSeen)
+  local members = redis.call('ZRANGEBYSCORE', INDEX, '-inf', now_ms, 'LIMIT', 0, limit)
+  for i = 1, #members do
+    local member = members[i]
+    remove(member, redis.call('HMGET', 'session:' .. member, 'status', 'lastSeen', 'revision'))
+  end
+  if #members > 0 then
+    -- they are the index's lowest ranks (the range starts at -inf): one O(log N + k) call
+    -- instead of one ZREM per member on the big index
+    redis.call('ZREMRANGEBYRANK', INDEX, 0, #members - 1)
+  end
+else
+  now_ms = tonumber(now_ms)
+  for i = 3, #ARGV do
+    local member = ARGV[i]
+    local score = redis.call('ZSCORE', INDEX, member)
+    if score then
+      local f = redis.call('HMGET', 'session:' .. member, 'status', 'lastSeen', 'revision')
+      if not f[1] or f[1] == 'inactive' or tonumber(score) <= now_ms then
+        remove(member, f)
+        redis.call('ZREM', INDEX, member)
+      end
     end
   end
 end
-return removed
+return out

@@ -1,0 +1,1198 @@
+"""The operator at scale: reconcile throughput, memory and CPU at 10,000 BotSessions, heartbeat
+load, each against kopf's own floor (an operator with empty handlers).
+
+Everything is real and started here (stopped at the end): etcd + kube-apiserver
+(devstack.controlplane), a private redis-server, a private PostgreSQL, and the operator as a
+subprocess (`python -m controller`, BOTSESSION_DATABASE_URL pointing at PostgreSQL).
+
+  .venv/bin/python bench/operator_benchmark.py --json /tmp/operator.json      # full size
+  .venv/bin/python bench/operator_benchmark.py --sessions 500 --burst 200 \\
+      --idle-seconds 20 --heartbeat-minutes 1                                  # quick check
+
+Steps (namespace `bench`, then `floor`):
+
+1. burst: `--burst` BotSessions created at once (KubeBotSessions.create, `--concurrency` at a
+   time): seconds until every one is in Redis (contract hash) and in the database (row with
+   revision 1), and until its status says synced; the operator's peak RSS.
+2. idle: the rest up to `--sessions` created, then every session reported `connected` (as
+   the API does on a bot's report), all synced; then the operator's RSS and CPU over
+   `--idle-seconds` of nothing happening.
+3. heartbeats: every session heartbeats every `--heartbeat-period` s for
+   `--heartbeat-minutes`, spread evenly, through an in-process SessionService (Redis only).
+   One namespace-wide watch counts the BotSession writes (MODIFIED events) and tells copies of
+   lastSeen from anything else; operator CPU and RSS.
+4. floor: the real operator stopped, `kopf run --standalone bench/empty_operator.py` on fresh
+   objects in another namespace: the same burst, the same number of objects with the same
+   status, the same idle window, then the real run's rate of lastSeen writes replayed
+   (`--floor-heartbeat-minutes`).
+
+CPU is (utime + stime) from /proc/<pid>/stat over a window, as % of one core; memory is VmRSS
+(sampled every 0.5 s) and VmHWM from /proc/<pid>/status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devstack.controlplane import ControlPlane, binary_dir
+from devstack.kubectl import kubectl
+from devstack.operator_process import OperatorProcess
+from devstack.postgres_server import PostgresServer
+from devstack.process import ManagedProcess, wait_until
+from devstack.redis_server import RedisServer
+from sessions.crd import GROUP, PLURAL, VERSION
+from sessions.kube import KubeClient, KubeConfig, load_kubeconfig
+from sessions.migrate import upgrade
+from sessions.model import Identity, ReportedState, SessionKey, StoreUnavailable, format_time
+from sessions.redis_store import RedisStore, connect, hash_key
+from sessions.resources import KubeBotSessions
+from sessions.service import SessionService
+from sessions.settings import load_settings
+from sessions.sql_store import SqlStore, create_engine
+
+REPO = Path(__file__).resolve().parents[1]
+EMPTY_OPERATOR = Path(__file__).resolve().parent / "empty_operator.py"
+NAMESPACE, FLOOR_NAMESPACE = "bench", "floor"
+BOTS = 100
+IDENTITY = Identity("4915112345678", "Bench User", "session_bench")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MB = 1024 * 1024
+
+# the issue's targets
+TARGET_BURST_S = 60.0
+TARGET_IDLE_RSS_MB = 400.0
+TARGET_IDLE_CPU_PCT = 5.0
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+
+def keys_for(count: int, start: int = 0) -> list[SessionKey]:
+    return [SessionKey(f"bench-bot-{i % BOTS:03d}", f"u{i:06d}") for i in range(start, count)]
+
+
+# --- /proc -----------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in kB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            name, amount = line.split(":", 1)
+            values[name] = int(amount.split()[0])
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
+@dataclass
+class Window:
+    """What a process cost over a stretch of time."""
+
+    name: str
+    seconds: float
+    cpu_seconds: float
+    cpu_pct: float  # of one core
+    rss_mb_end: float
+    rss_mb_max: float  # the highest sampled VmRSS within the window
+    hwm_mb: float  # VmHWM at the end: the process's peak RSS so far
+    others_cpu_pct: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Mark:
+    name: str
+    start: float
+    cpu: dict[str, float]
+    sample_index: int
+
+
+class Meter:
+    """Samples the RSS of one process every 0.5 s; measures CPU of it and of helpers."""
+
+    def __init__(self, pid: int, others: dict[str, int], interval: float = 0.5) -> None:
+        self.pid = pid
+        self.others = {**others, "bench": os.getpid()}
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []  # (monotonic, rss kB, hwm kB)
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                rss, hwm = memory_kb(self.pid)
+                self.samples.append((time.monotonic(), rss, hwm))
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> Self:
+        self.task = asyncio.create_task(self.run())
+        return self
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def _cpu(self) -> dict[str, float]:
+        out = {"operator": cpu_seconds(self.pid)}
+        for name, pid in self.others.items():
+            with contextlib.suppress(OSError):
+                out[name] = cpu_seconds(pid)
+        return out
+
+    def begin(self, name: str) -> Mark:
+        return Mark(name, time.monotonic(), self._cpu(), len(self.samples))
+
+    def end(self, mark: Mark) -> Window:
+        now, cpu = time.monotonic(), self._cpu()
+        seconds = now - mark.start
+        rss, hwm = memory_kb(self.pid)
+        within = [s[1] for s in self.samples[mark.sample_index :]] + [rss]
+        used = cpu["operator"] - mark.cpu["operator"]
+        others = {
+            name: round(100 * (cpu[name] - mark.cpu[name]) / seconds, 1)
+            for name in self.others
+            if name in cpu and name in mark.cpu
+        }
+        return Window(
+            mark.name,
+            round(seconds, 1),
+            round(used, 2),
+            round(100 * used / seconds, 2),
+            round(rss / 1024, 1),
+            round(max(within) / 1024, 1),
+            round(hwm / 1024, 1),
+            others,
+        )
+
+    async def cpu_over(self, seconds: float) -> float:
+        """The operator's CPU (% of one core) over the next `seconds`."""
+        before = cpu_seconds(self.pid)
+        await asyncio.sleep(seconds)
+        return 100 * (cpu_seconds(self.pid) - before) / seconds
+
+    async def quiet(
+        self, threshold_pct: float = 5.0, sample: float = 5.0, limit: float = 180
+    ) -> float:
+        """Wait until the operator's CPU over `sample` s is under the threshold."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            pct = await self.cpu_over(sample)
+            if pct < threshold_pct:
+                return pct
+        log(f"  the operator did not get quiet within {limit:.0f} s")
+        return pct
+
+
+# --- the Kubernetes side ---------------------------------------------------------------
+
+
+def collection(namespace: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+
+
+async def list_raw(client: KubeClient, namespace: str) -> tuple[list[dict[str, Any]], str]:
+    """Every BotSession of the namespace as the API server sends it, and the list's
+    resourceVersion."""
+    items: list[dict[str, Any]] = []
+    params = {"limit": "500"}
+    while True:
+        page = await client.request("GET", collection(namespace), params=params)
+        items.extend(page.get("items", []))
+        token = page.get("metadata", {}).get("continue")
+        if not token:
+            return items, page["metadata"]["resourceVersion"]
+        params["continue"] = token
+
+
+async def bounded(
+    items: Sequence[Any], work: Callable[[Any], Awaitable[object]], concurrency: int
+) -> float:
+    """Run work(item) for every item, `concurrency` at a time; the seconds it took."""
+    semaphore = asyncio.Semaphore(concurrency)
+    started = time.monotonic()
+
+    async def one(item: Any) -> None:
+        async with semaphore:
+            for attempt in range(20):
+                try:
+                    await work(item)
+                    return
+                except (StoreUnavailable, httpx.TransportError) as exc:  # under load: retry
+                    if attempt == 19:
+                        raise
+                    log(f"  retrying after {exc.__class__.__name__}: {exc}")
+                    await asyncio.sleep(0.5)
+
+    await asyncio.gather(*(one(item) for item in items))
+    return time.monotonic() - started
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], timeout: float, interval: float, what: str
+) -> float | None:
+    """Seconds until check() is true (None after the timeout)."""
+    started = time.monotonic()
+    while True:
+        if await check():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            log(f"  gave up waiting for {what} after {timeout:.0f} s")
+            return None
+        await asyncio.sleep(interval)
+
+
+def digest(obj: dict[str, Any]) -> str:
+    """Everything of an object but its lastSeen/expiresAt and bookkeeping metadata."""
+    meta = {
+        k: v
+        for k, v in obj.get("metadata", {}).items()
+        if k not in ("resourceVersion", "managedFields")
+    }
+    status = {k: v for k, v in (obj.get("status") or {}).items() if k not in LAST_SEEN_FIELDS}
+    text = json.dumps([meta, obj.get("spec"), status], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+LAST_SEEN_FIELDS = ("lastSeen", "expiresAt")
+
+
+@dataclass
+class WriteCounts:
+    seconds: float = 0.0
+    last_seen: int = 0  # MODIFIED: only lastSeen/expiresAt changed
+    other: int = 0  # MODIFIED: anything else changed
+    noop: int = 0  # MODIFIED: nothing we look at changed (managedFields only)
+    added: int = 0
+    deleted: int = 0
+    per_minute: list[int] = field(default_factory=list)  # lastSeen copies per whole minute
+    sessions_copied: int = 0
+    min_gap_s: float | None = None  # shortest time between two copies of one session
+    other_examples: list[str] = field(default_factory=list)
+
+    @property
+    def per_minute_mean(self) -> float:
+        return 60 * self.last_seen / self.seconds if self.seconds else 0.0
+
+
+class WriteWatch:
+    """One namespace-wide watch of BotSessions: classifies every event, per phase."""
+
+    def __init__(self, config: KubeConfig, namespace: str) -> None:
+        self.config = config
+        self.namespace = namespace
+        self.state: dict[str, tuple[str, str]] = {}  # name -> (digest, lastSeen)
+        self.phase = "setup"
+        self.phase_start = time.monotonic()
+        self.counts: dict[str, WriteCounts] = defaultdict(WriteCounts)
+        self.copies: dict[str, list[float]] = defaultdict(list)
+        self.task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    def mark(self, phase: str) -> None:
+        self.close_phase()
+        self.phase, self.phase_start = phase, time.monotonic()
+        self.copies = defaultdict(list)
+
+    def close_phase(self) -> WriteCounts:
+        counts = self.counts[self.phase]
+        counts.seconds = round(time.monotonic() - self.phase_start, 1)
+        minutes = int(counts.seconds // 60)
+        buckets = Counter(
+            int((t - self.phase_start) // 60) for ts in self.copies.values() for t in ts
+        )
+        counts.per_minute = [buckets.get(m, 0) for m in range(minutes)]
+        counts.sessions_copied = len(self.copies)
+        gaps = [b - a for ts in self.copies.values() for a, b in itertools.pairwise(ts)]
+        counts.min_gap_s = round(min(gaps), 1) if gaps else None
+        return counts
+
+    def observe(self, kind: str, obj: dict[str, Any]) -> None:
+        counts = self.counts[self.phase]
+        name = obj["metadata"]["name"]
+        seen = (obj.get("status") or {}).get("lastSeen", "")
+        if kind == "ADDED":
+            counts.added += 1
+        elif kind == "DELETED":
+            counts.deleted += 1
+            self.state.pop(name, None)
+            return
+        elif kind == "MODIFIED":
+            before = self.state.get(name)
+            now = digest(obj)
+            if before is not None and before[0] == now:
+                if before[1] != seen:
+                    counts.last_seen += 1
+                    self.copies[name].append(time.monotonic())
+                else:
+                    counts.noop += 1
+            else:
+                counts.other += 1
+                if len(counts.other_examples) < 3:
+                    counts.other_examples.append(name)
+            self.state[name] = (now, seen)
+            return
+        self.state[name] = (digest(obj), seen)
+
+    async def run(self) -> None:
+        client = KubeClient(self.config, timeout=60)
+        items, version = await list_raw(client, self.namespace)
+        await client.close()
+        for item in items:
+            self.state[item["metadata"]["name"]] = (
+                digest(item),
+                (item.get("status") or {}).get("lastSeen", ""),
+            )
+        self.ready.set()
+        async with httpx.AsyncClient(
+            base_url=self.config.server,
+            verify=self.config.ssl_context,
+            headers=self.config.headers(),
+            timeout=httpx.Timeout(30, read=700),
+        ) as http:
+            while True:
+                params = {
+                    "watch": "1",
+                    "resourceVersion": version,
+                    "allowWatchBookmarks": "true",
+                    "timeoutSeconds": "600",
+                }
+                path = collection(self.namespace)
+                async with http.stream("GET", path, params=params) as response:
+                    async for line in response.aiter_lines():
+                        if not line:
+                            continue
+                        event = json.loads(line)
+                        if event["type"] == "ERROR":
+                            raise RuntimeError(f"the watch failed: {event['object']}")
+                        version = event["object"]["metadata"]["resourceVersion"]
+                        if event["type"] != "BOOKMARK":
+                            self.observe(event["type"], event["object"])
+
+    async def start(self) -> Self:
+        self.task = asyncio.create_task(self.run())
+        await asyncio.wait_for(self.ready.wait(), 120)
+        return self
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+# --- the processes ---------------------------------------------------------------------
+
+
+class EmptyOperator(ManagedProcess):
+    """bench/empty_operator.py under `kopf run --standalone`."""
+
+    name = "empty-operator"
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        super().__init__()
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+
+    def start(self) -> Self:
+        kopf = str(Path(sys.executable).parent / "kopf")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self._spawn(
+            [kopf, "run", "--standalone", "--namespace", self.namespace, str(EMPTY_OPERATOR)],
+            env=env,
+        )
+        wait_until(
+            lambda: "Initial authentication has finished" in self.output(),
+            60,
+            "the empty operator",
+            self.proc,
+            self.log_path,
+        )
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def keep_log(directory: str | None, log_path: Path, name: str) -> None:
+    if directory and log_path.exists():
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        shutil.copy(log_path, Path(directory) / name)
+
+
+def pid_of(process: ManagedProcess) -> int:
+    assert process.proc is not None
+    return process.proc.pid
+
+
+# --- the steps -------------------------------------------------------------------------
+
+
+@dataclass
+class Stores:
+    redis: RedisStore
+    engine: AsyncEngine
+
+    async def in_redis(self, keys: Sequence[SessionKey]) -> int:
+        pipe = self.redis.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(hash_key(key))
+        return sum(await pipe.execute())
+
+    async def rows(self, revision: int) -> int:
+        async with self.engine.connect() as c:
+            query = sa.text("SELECT count(*) FROM sessions WHERE revision >= :r")
+            return int((await c.execute(query, {"r": revision})).scalar_one())
+
+
+@dataclass
+class Burst:
+    sessions: int
+    create_s: float  # all POSTs answered
+    redis_s: float | None  # every contract hash exists
+    database_s: float | None  # every row exists with revision 1
+    synced_s: float | None  # every status says syncedRevision 1 (the operator's last step)
+    window: Window | None = None
+
+
+@dataclass
+class FloorBurst:
+    sessions: int
+    create_s: float
+    handled_s: float | None  # every object carries kopf's last-handled-configuration
+    window: Window | None = None
+
+
+def handled_by_floor(item: dict[str, Any]) -> bool:
+    annotations = item["metadata"].get("annotations") or {}
+    return "floor.kopf.dev/last-handled-configuration" in annotations
+
+
+def synced_at(item: dict[str, Any], revision: int) -> bool:
+    return int((item.get("status") or {}).get("syncedRevision") or 0) >= revision
+
+
+async def wait_synced(
+    client: KubeClient, namespace: str, count: int, revision: int, timeout: float
+) -> float | None:
+    async def check() -> bool:
+        items, _ = await list_raw(client, namespace)
+        return sum(synced_at(i, revision) for i in items) >= count
+
+    return await wait_for(check, timeout, max(1.0, count / 2500), f"revision {revision} synced")
+
+
+async def burst_real(
+    args: argparse.Namespace, client: KubeClient, stores: Stores, meter: Meter
+) -> Burst:
+    keys = keys_for(args.burst)
+    botsessions = KubeBotSessions(client, NAMESPACE)
+    mark = meter.begin("burst")
+    started = time.monotonic()
+    creating = asyncio.create_task(
+        bounded(keys, lambda k: botsessions.create(k, IDENTITY), args.concurrency)
+    )
+
+    async def all_in_redis() -> bool:
+        return await stores.in_redis(keys) == len(keys)
+
+    async def all_rows() -> bool:
+        return await stores.rows(1) >= len(keys)
+
+    async def since_start(check: Callable[[], Awaitable[bool]], what: str) -> float | None:
+        waited = await wait_for(check, args.timeout, 0.2, what)
+        return None if waited is None else time.monotonic() - started
+
+    redis_s, database_s = await asyncio.gather(
+        since_start(all_in_redis, "Redis"), since_start(all_rows, "the database")
+    )
+    create_s = await creating
+    waited = await wait_synced(client, NAMESPACE, len(keys), 1, args.timeout)
+    synced_s = None if waited is None else time.monotonic() - started
+    result = Burst(len(keys), round(create_s, 1), rnd(redis_s), rnd(database_s), rnd(synced_s))
+    result.window = meter.end(mark)
+    return result
+
+
+def rnd(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+async def fill_real(
+    args: argparse.Namespace, client: KubeClient, service: SessionService, stores: Stores
+) -> dict[str, float | None]:
+    """The rest of the sessions, then all of them connected (revision 2) and synced."""
+    botsessions = KubeBotSessions(client, NAMESPACE)
+    rest = keys_for(args.sessions, args.burst)
+    all_keys = keys_for(args.sessions)
+    log(f"creating {len(rest):,} more BotSessions")
+    create_s = await bounded(rest, lambda k: botsessions.create(k, IDENTITY), args.concurrency)
+    created = await wait_synced(client, NAMESPACE, len(all_keys), 1, args.timeout)
+    log(f"  created in {create_s:.0f} s, all synced {created} s later; reporting connected")
+
+    async def connected(key: SessionKey) -> None:
+        await service.report(key, ReportedState.CONNECTED)
+
+    report_s = await bounded(all_keys, connected, args.concurrency)
+    synced = await wait_synced(client, NAMESPACE, len(all_keys), 2, args.timeout)
+    rows = await stores.rows(2)
+    log(f"  reported in {report_s:.0f} s, synced {synced} s later; {rows:,} rows at revision 2")
+    return {
+        "create_rest_s": round(create_s, 1),
+        "create_rest_synced_s": rnd(created),
+        "report_connected_s": round(report_s, 1),
+        "connected_synced_s": rnd(synced),
+    }
+
+
+@dataclass
+class Heartbeats:
+    sent: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    late_ticks: int = 0  # ticks whose heartbeats took longer than the tick
+
+    @property
+    def per_second(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+
+async def drive_heartbeats(
+    service: SessionService, keys: Sequence[SessionKey], period: float, seconds: float
+) -> Heartbeats:
+    """Each key heartbeats once per `period`, spread evenly (a tick of 0.1 s)."""
+    order = list(keys)
+    random.Random(7).shuffle(order)
+    tick = 0.1
+    per_tick = len(order) * tick / period
+    result = Heartbeats()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    steps = int(seconds / tick)
+    cursor = 0
+
+    async def beat(key: SessionKey) -> bool:
+        try:
+            await service.heartbeat(key)
+        except Exception:
+            return False
+        return True
+
+    for step in range(steps):
+        due = int((step + 1) * per_tick) - int(step * per_tick)
+        batch = [order[(cursor + i) % len(order)] for i in range(due)]
+        cursor += due
+        outcomes = await asyncio.gather(*(beat(k) for k in batch))
+        result.sent += sum(outcomes)
+        result.failed += len(outcomes) - sum(outcomes)
+        next_at = started + (step + 1) * tick
+        if loop.time() > next_at:
+            result.late_ticks += 1
+        else:
+            await asyncio.sleep(next_at - loop.time())
+    result.seconds = round(loop.time() - started, 1)
+    return result
+
+
+async def replay_touches(
+    client: KubeClient, names: Sequence[str], per_minute: float, seconds: float
+) -> int:
+    """lastSeen merge patches (as KubeBotSessions.touch sends them) at a steady rate."""
+    if per_minute <= 0:
+        await asyncio.sleep(seconds)
+        return 0
+    interval = 60.0 / per_minute
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sent, index = 0, 0
+    semaphore = asyncio.Semaphore(20)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def touch(name: str) -> None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        body = {
+            "status": {
+                "lastSeen": format_time(now),
+                "expiresAt": format_time(now + timedelta(hours=24)),
+            }
+        }
+        async with semaphore:
+            await client.request(
+                "PATCH",
+                f"{collection(FLOOR_NAMESPACE)}/{name}/status",
+                json=body,
+                content_type="application/merge-patch+json",
+            )
+
+    while loop.time() - started < seconds:
+        task = asyncio.create_task(touch(names[index % len(names)]))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        sent += 1
+        index += 1
+        await asyncio.sleep(max(0.0, started + sent * interval - loop.time()))
+    await asyncio.gather(*pending, return_exceptions=True)
+    return sent
+
+
+def active_status(sample: dict[str, Any]) -> dict[str, Any]:
+    """The status of a real connected BotSession, to give the floor's objects the same size."""
+    status = dict(sample.get("status") or {})
+    status.pop("lastSeen", None)
+    return status
+
+
+async def run_floor(
+    args: argparse.Namespace,
+    plane: ControlPlane,
+    client: KubeClient,
+    status: dict[str, Any],
+    touches_per_minute: float,
+    others: dict[str, int],
+) -> dict[str, Any]:
+    kubectl(plane.kubeconfig, "create", "namespace", FLOOR_NAMESPACE)
+    botsessions = KubeBotSessions(client, FLOOR_NAMESPACE)
+    out: dict[str, Any] = {}
+    with EmptyOperator(plane.kubeconfig, FLOOR_NAMESPACE) as empty:
+        meter = Meter(pid_of(empty), others).start()
+        try:
+            await asyncio.sleep(2)
+            out["start_window"] = meter.end(meter.begin("start"))
+            keys = keys_for(args.burst)
+            mark = meter.begin("burst")
+            started = time.monotonic()
+            create_s = await bounded(
+                keys, lambda k: botsessions.create(k, IDENTITY), args.concurrency
+            )
+
+            async def handled(count: int) -> bool:
+                items, _ = await list_raw(client, FLOOR_NAMESPACE)
+                return sum(handled_by_floor(i) for i in items) >= count
+
+            waited = await wait_for(lambda: handled(len(keys)), args.timeout, 0.2, "kopf")
+            burst = FloorBurst(
+                len(keys),
+                round(create_s, 1),
+                None if waited is None else round(time.monotonic() - started, 1),
+            )
+            burst.window = meter.end(mark)
+            out["burst"] = burst
+            log(f"floor burst: {burst}")
+
+            rest = keys_for(args.sessions, args.burst)
+            mark = meter.begin("fill")
+            log(f"floor: creating {len(rest):,} more, then giving all a connected status")
+            await bounded(rest, lambda k: botsessions.create(k, IDENTITY), args.concurrency)
+            await wait_for(lambda: handled(args.sessions), args.timeout, 2.0, "kopf")
+            items, _ = await list_raw(client, FLOOR_NAMESPACE)
+            names = [i["metadata"]["name"] for i in items]
+            now = format_time(datetime.now(UTC).replace(microsecond=0))
+
+            first = {"phase": "connecting", "reason": "Created", "revision": 1}
+
+            async def give_status(name: str) -> None:
+                # two steps, as the CRD's rules want: first phase connecting, then the rest
+                for body in (first, {**status, "lastSeen": now}):
+                    await client.request(
+                        "PATCH",
+                        f"{collection(FLOOR_NAMESPACE)}/{name}/status",
+                        json={"status": body},
+                        content_type="application/merge-patch+json",
+                    )
+
+            await bounded(names, give_status, args.concurrency)
+            out["fill_window"] = meter.end(mark)
+            await meter.quiet()
+            mark = meter.begin("idle")
+            await asyncio.sleep(args.idle_seconds)
+            out["idle"] = meter.end(mark)
+            log(f"floor idle: {out['idle']}")
+
+            seconds = args.floor_heartbeat_minutes * 60
+            mark = meter.begin("heartbeats")
+            out["replayed_touches"] = await replay_touches(
+                client, names, touches_per_minute, seconds
+            )
+            out["heartbeats"] = meter.end(mark)
+            out["touches_per_minute"] = round(touches_per_minute, 1)
+            log(f"floor heartbeat replay: {out['heartbeats']}")
+        finally:
+            await meter.stop()
+            empty.stop()
+            keep_log(args.keep_logs, empty.log_path, "empty-operator.log")
+    return out
+
+
+# --- the whole run ---------------------------------------------------------------------
+
+
+def versions(plane: ControlPlane | None = None) -> dict[str, str]:
+    def cmd(*argv: str) -> str:
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"({exc})"
+        return (result.stdout or result.stderr).strip()
+
+    from devstack.postgres_server import postgres_bindir
+
+    lscpu = cmd("lscpu")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), ""
+    )
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": cmd("nproc"),
+        "cpu_model": model,
+        "memory": cmd("free", "-h").splitlines()[1] if shutil.which("free") else "",
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "kopf": importlib.metadata.version("kopf"),
+        "kube_apiserver": cmd(str(binary_dir() / "kube-apiserver"), "--version"),
+        "etcd": cmd(str(binary_dir() / "etcd"), "--version").splitlines()[0],
+        "redis": cmd(shutil.which("redis-server") or "redis-server", "--version"),
+        "postgres": cmd(str(postgres_bindir() / "postgres"), "--version"),
+        "aiohttp": importlib.metadata.version("aiohttp"),
+        "httpx": importlib.metadata.version("httpx"),
+    }
+
+
+@contextlib.asynccontextmanager
+async def servers() -> AsyncIterator[tuple[ControlPlane, RedisServer, PostgresServer]]:
+    with contextlib.ExitStack() as stack:
+        log("starting etcd + kube-apiserver, redis-server, PostgreSQL")
+        plane = stack.enter_context(ControlPlane())
+        redis_server = stack.enter_context(RedisServer())
+        postgres = stack.enter_context(PostgresServer())
+        kubectl(plane.kubeconfig, "apply", "-f", str(REPO / "crds" / "botsessions.yaml"))
+        kubectl(
+            plane.kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/botsessions.botsession.dev",
+        )
+        yield plane, redis_server, postgres
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "args": vars(args),
+        "loadavg_before": loadavg(),
+    }
+    async with servers() as (plane, redis_server, postgres):
+        result["machine"] = versions(plane)
+        others = {
+            "kube-apiserver": pid_of(plane.apiserver),
+            "etcd": pid_of(plane.etcd),
+            "redis": pid_of(redis_server),
+        }
+        database_url = postgres.url("asyncpg")
+        kubectl(plane.kubeconfig, "create", "namespace", NAMESPACE)
+        config = load_kubeconfig(plane.kubeconfig)
+        client = KubeClient(config, timeout=60)
+        settings = load_settings(
+            namespace=NAMESPACE, database_url=database_url, redis_url=redis_server.url
+        )
+        redis = RedisStore(connect(redis_server.url, retries=2, timeout=timedelta(seconds=10)))
+        sql = SqlStore(create_engine(database_url))
+        await upgrade(sql.engine)
+        service = SessionService(KubeBotSessions(client, NAMESPACE), redis, sql, settings)
+        stores = Stores(redis, sql.engine)
+        env = {
+            "BOTSESSION_REDIS_URL": redis_server.url,
+            "BOTSESSION_DATABASE_URL": database_url,
+            "BOTSESSION_METRICS_PORT": "0",
+            "BOTSESSION_CONNECT_TIMEOUT": args.connect_timeout,
+        }
+        operator = OperatorProcess(plane.kubeconfig, NAMESPACE, env, args=tuple(args.operator_args))
+        if args.profile:
+            operator = ProfiledOperator(
+                plane.kubeconfig, NAMESPACE, env, Path(args.profile), args.operator_args
+            )
+        try:
+            with operator:
+                result.update(
+                    await run_real(args, plane, client, service, stores, operator, others)
+                )
+                operator.stop()
+                result["operator_log_lines"] = len(operator.output().splitlines())
+                keep_log(args.keep_logs, operator.log_path, "operator.log")
+            if not args.skip_floor and "heartbeats" in result:
+                touches = result["heartbeats"]["writes"].per_minute_mean
+                result["floor"] = await run_floor(
+                    args, plane, client, result.pop("active_status"), touches, others
+                )
+        finally:
+            await client.close()
+            await redis.close()
+            await sql.close()
+    result["loadavg_after"] = loadavg()
+    return result
+
+
+class ProfiledOperator(OperatorProcess):
+    """The operator under pyinstrument (`python -m pyinstrument -m controller ...`)."""
+
+    def __init__(
+        self, kubeconfig: Path, namespace: str, env: dict[str, str], out: Path, extra: list[str]
+    ) -> None:
+        super().__init__(kubeconfig, namespace, env, args=tuple(extra))
+        self.out = out
+
+    def start(self) -> Self:
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
+        env["PYTHONUNBUFFERED"] = "1"
+        # the renderer follows the suffix: .txt, .html, .pyisession (render it later with
+        # `pyinstrument --load FILE --show-all`), .pstats ...
+        argv = [sys.executable, "-m", "pyinstrument", "-o", str(self.out)]
+        self._spawn([*argv, "-m", "controller", "--namespace", self.namespace, *self.args], env=env)
+        wait_until(
+            lambda: "startup" in self.output() or "Starting the main handler" in self.output(),
+            60,
+            "the profiled operator",
+            self.proc,
+            self.log_path,
+        )
+        return self
+
+    def stop(self, sig: int = 2, timeout: float = 120) -> None:  # SIGINT: pyinstrument writes
+        super().stop(sig, timeout)
+
+
+async def run_real(
+    args: argparse.Namespace,
+    plane: ControlPlane,
+    client: KubeClient,
+    service: SessionService,
+    stores: Stores,
+    operator: OperatorProcess,
+    others: dict[str, int],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    meter = Meter(pid_of(operator), others).start()
+    watch: WriteWatch | None = None
+    try:
+        await asyncio.sleep(2)
+        out["start_window"] = meter.end(meter.begin("start"))
+        log(f"operator up, RSS {out['start_window'].rss_mb_end} MB; burst of {args.burst:,}")
+        burst = await burst_real(args, client, stores, meter)
+        out["burst"] = burst
+        log(f"burst: {burst}")
+        if args.burst_only:
+            return out
+        mark = meter.begin("fill")
+        out["fill"] = await fill_real(args, client, service, stores)
+        out["fill_window"] = meter.end(mark)
+        log("waiting for the operator to get quiet")
+        await meter.quiet()
+        watch = await WriteWatch(load_kubeconfig(plane.kubeconfig), NAMESPACE).start()
+        watch.mark("idle")
+        mark = meter.begin("idle")
+        await asyncio.sleep(args.idle_seconds)
+        out["idle"] = meter.end(mark)
+        out["idle_writes"] = watch.close_phase()
+        log(f"idle: {out['idle']}; writes {out['idle_writes']}")
+
+        keys = keys_for(args.sessions)
+        watch.mark("heartbeats")
+        mark = meter.begin("heartbeats")
+        beats = await drive_heartbeats(
+            service, keys, args.heartbeat_period, args.heartbeat_minutes * 60
+        )
+        window = meter.end(mark)
+        writes = watch.close_phase()
+        out["heartbeats"] = {
+            "window": window,
+            "heartbeats": beats,
+            "heartbeats_per_second": round(beats.per_second, 1),
+            "writes": writes,
+        }
+        log(f"heartbeats: {beats}, {window}; writes {writes}")
+        items, _ = await list_raw(client, NAMESPACE)
+        out["active_status"] = active_status(items[0])
+    finally:
+        if watch is not None:
+            await watch.stop()
+        await meter.stop()
+    return out
+
+
+# --- the report ------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        data = asdict(value)
+        for name in ("per_minute_mean", "per_second"):
+            if hasattr(value, name):
+                data[name] = round(getattr(value, name), 1)
+        return data
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def ratio(real: float | None, floor: float | None) -> str:
+    if real is None or floor is None or floor == 0:
+        return "-"
+    return f"{real / floor:.1f}x"
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:,.1f}{unit}"
+
+
+def table(result: dict[str, Any], args: argparse.Namespace) -> str:
+    rows: list[tuple[str, str, str, str, str]] = []
+    floor = result.get("floor", {})
+    burst: Burst = result["burst"]
+    fburst: FloorBurst | None = floor.get("burst")
+
+    def met(ok: bool | None) -> str:
+        return "-" if ok is None else ("yes" if ok else "**no**")
+
+    slowest = (
+        None
+        if burst.redis_s is None or burst.database_s is None
+        else max(burst.redis_s, burst.database_s)
+    )
+    rows.append(
+        (
+            f"burst of {burst.sessions:,}: all in Redis and the database (s)",
+            f"<= {TARGET_BURST_S:.0f}",
+            f"{fmt(slowest)} (Redis {fmt(burst.redis_s)}, DB {fmt(burst.database_s)})",
+            fmt(fburst.handled_s if fburst else None) + " (all handled)",
+            f"{ratio(slowest, fburst.handled_s if fburst else None)} "
+            f"{met(None if slowest is None else slowest <= TARGET_BURST_S)}",
+        )
+    )
+    rows.append(
+        (
+            "burst: all statuses synced (s)",
+            "",
+            fmt(burst.synced_s),
+            fmt(fburst.handled_s if fburst else None),
+            ratio(burst.synced_s, fburst.handled_s if fburst else None),
+        )
+    )
+    rows.append(
+        (
+            "burst: POSTs answered (s)",
+            "",
+            fmt(burst.create_s),
+            fmt(fburst.create_s if fburst else None),
+            "",
+        )
+    )
+    bw, fbw = burst.window, fburst.window if fburst else None
+    if bw is not None:
+        rows.append(
+            (
+                "burst: peak RSS (MB, VmHWM)",
+                "",
+                fmt(bw.hwm_mb),
+                fmt(fbw.hwm_mb if fbw else None),
+                ratio(bw.hwm_mb, fbw.hwm_mb if fbw else None),
+            )
+        )
+        rows.append(
+            (
+                "burst: operator CPU (% of one core)",
+                "",
+                fmt(bw.cpu_pct),
+                fmt(fbw.cpu_pct if fbw else None),
+                ratio(bw.cpu_pct, fbw.cpu_pct if fbw else None),
+            )
+        )
+    idle: Window | None = result.get("idle")
+    fidle: Window | None = floor.get("idle")
+    if idle is not None:
+        n = f"{args.sessions:,}"
+        rows.append(
+            (
+                f"{n} idle: RSS (MB)",
+                f"<= {TARGET_IDLE_RSS_MB:.0f}",
+                fmt(idle.rss_mb_end),
+                fmt(fidle.rss_mb_end if fidle else None),
+                f"{ratio(idle.rss_mb_end, fidle.rss_mb_end if fidle else None)} "
+                f"{met(idle.rss_mb_end <= TARGET_IDLE_RSS_MB)}",
+            )
+        )
+        rows.append(
+            (
+                f"{n} idle: peak RSS so far (MB, VmHWM)",
+                "",
+                fmt(idle.hwm_mb),
+                fmt(fidle.hwm_mb if fidle else None),
+                ratio(idle.hwm_mb, fidle.hwm_mb if fidle else None),
+            )
+        )
+        rows.append(
+            (
+                f"{n} idle: CPU over {idle.seconds:.0f} s (% of one core)",
+                f"< {TARGET_IDLE_CPU_PCT:.0f}",
+                fmt(idle.cpu_pct),
+                fmt(fidle.cpu_pct if fidle else None),
+                f"{ratio(idle.cpu_pct, fidle.cpu_pct if fidle else None)} "
+                f"{met(idle.cpu_pct < TARGET_IDLE_CPU_PCT)}",
+            )
+        )
+        idle_writes: WriteCounts = result["idle_writes"]
+        rows.append(
+            (
+                f"{n} idle: BotSession writes",
+                "0",
+                f"{idle_writes.last_seen + idle_writes.other}",
+                "",
+                met(idle_writes.last_seen + idle_writes.other == 0),
+            )
+        )
+    hb = result.get("heartbeats")
+    fhb: Window | None = floor.get("heartbeats")
+    if hb is not None:
+        writes: WriteCounts = hb["writes"]
+        window: Window = hb["window"]
+        drift_bound = args.sessions * 60 / args.drift_seconds
+        rows.append(
+            (
+                f"heartbeats ({hb['heartbeats_per_second']:,.0f}/s): lastSeen copies per minute",
+                f"<= {drift_bound:,.0f} (one per session per drift)",
+                f"{writes.per_minute_mean:,.0f} (per minute: {writes.per_minute})",
+                f"{floor.get('touches_per_minute', 0):,.0f} replayed" if floor else "",
+                met(writes.per_minute_mean <= drift_bound and writes.other == 0),
+            )
+        )
+        rows.append(
+            (
+                "heartbeats: other BotSession writes",
+                "0",
+                str(writes.other),
+                "",
+                met(writes.other == 0),
+            )
+        )
+        rows.append(
+            (
+                "heartbeats: shortest gap between two copies of one session (s)",
+                f">= {args.drift_seconds:.0f}",
+                fmt(writes.min_gap_s),
+                "",
+                met(None if writes.min_gap_s is None else writes.min_gap_s >= args.drift_seconds),
+            )
+        )
+        rows.append(
+            (
+                f"heartbeats: operator CPU over {window.seconds:.0f} s (% of one core)",
+                "",
+                fmt(window.cpu_pct),
+                fmt(fhb.cpu_pct if fhb else None),
+                ratio(window.cpu_pct, fhb.cpu_pct if fhb else None),
+            )
+        )
+        rows.append(
+            (
+                "heartbeats: operator RSS at the end / peak so far (MB)",
+                "",
+                f"{fmt(window.rss_mb_end)} / {fmt(window.hwm_mb)}",
+                f"{fmt(fhb.rss_mb_end)} / {fmt(fhb.hwm_mb)}" if fhb else "",
+                ratio(window.rss_mb_end, fhb.rss_mb_end if fhb else None),
+            )
+        )
+    lines = [
+        "| measure | target | botsession operator | kopf floor (empty handlers) | ratio / met |",
+        "| --- | --- | ---: | ---: | --- |",
+        *(f"| {' | '.join(row)} |" for row in rows),
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--sessions", type=int, default=10_000, help="idle/heartbeat sessions")
+    parser.add_argument("--burst", type=int, default=1_000, help="sessions created at once")
+    parser.add_argument("--idle-seconds", type=float, default=180)
+    parser.add_argument("--heartbeat-minutes", type=float, default=5)
+    parser.add_argument("--heartbeat-period", type=float, default=30, help="seconds")
+    parser.add_argument(
+        "--floor-heartbeat-minutes",
+        type=float,
+        default=None,
+        help="the floor's replay of lastSeen writes (default: --heartbeat-minutes)",
+    )
+    parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--burst-only", action="store_true", help="step 1 only (for profiling)")
+    parser.add_argument("--concurrency", type=int, default=50, help="API requests at a time")
+    parser.add_argument(
+        "--connect-timeout",
+        default="30m",
+        help="BOTSESSION_CONNECT_TIMEOUT of the operator: long enough that no session times "
+        "out while the benchmark is still creating the rest (default 30m)",
+    )
+    parser.add_argument("--drift-seconds", type=float, default=60, help="for the bound only")
+    parser.add_argument("--timeout", type=float, default=900, help="per wait, seconds")
+    parser.add_argument("--profile", help="run the operator under pyinstrument, write here")
+    parser.add_argument("--operator-args", nargs="*", default=[])
+    parser.add_argument("--json", help="write every figure here")
+    parser.add_argument("--keep-logs", help="copy the operators' logs into this directory")
+    args = parser.parse_args(argv)
+    if args.floor_heartbeat_minutes is None:
+        args.floor_heartbeat_minutes = args.heartbeat_minutes
+    if args.burst > args.sessions:
+        parser.error("--burst must not exceed --sessions")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    result = asyncio.run(run(args))
+    result["total_seconds"] = round(time.monotonic() - started)
+    print(table(result, args))
+    print(f"\nload average before: {result['loadavg_before']}; after: {result['loadavg_after']}")
+    print(f"total: {result['total_seconds']} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(jsonable(result), indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
