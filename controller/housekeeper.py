@@ -1,4 +1,5 @@
-"""The operator's background loop: sweep, resync and orphan count, on the lease holder only.
+"""The operator's background loop: connect timeout, sweep, resync and orphan count, on the
+lease holder only.
 
 kopf runs start-up tasks on a standby peer too, so this loop takes a Redis lease first;
 the replica that holds it does the periodic work, the others wait to take over when the
@@ -17,7 +18,7 @@ from datetime import timedelta
 
 from controller import metrics
 from sessions.botsessions import BotSessionRecord
-from sessions.housekeeping import count_orphans, resync, run_sweep
+from sessions.housekeeping import count_orphans, resync, run_sweep, time_out_connecting
 from sessions.locks import RedisLease
 from sessions.logs import event
 from sessions.model import Phase, StoreUnavailable, to_millis
@@ -26,6 +27,7 @@ from sessions.runtime import Runtime
 
 log = logging.getLogger(__name__)
 LEASE_TTL = timedelta(seconds=30)
+CONNECT_CHECK_INTERVAL = 5.0  # seconds; the precision of the connect timeout
 SWEEP_MARK = "botsession:sweep:last"
 
 
@@ -46,7 +48,7 @@ class Housekeeper:
         self.lease = RedisLease(runtime.redis.client, "housekeeping", LEASE_TTL, self.runner)
         settings = runtime.settings
         self.tick = min(
-            10.0,
+            CONNECT_CHECK_INTERVAL,
             settings.resync_interval.total_seconds(),
             settings.cleanup_interval.total_seconds(),
         )
@@ -77,6 +79,9 @@ class Housekeeper:
         metrics.SWEEP_LEADER.set(int(leader))
         if not leader:
             return
+        # here rather than a kopf timer per connecting object: with any timer, kopf keeps the
+        # latest full body of every object in memory (docs/benchmarks.md, "Operator at scale")
+        await time_out_connecting(self.runtime.service, self.runtime.botsessions, self.records())
         if await self.sweep_due():
             await self.sweep()
         if loop.time() >= self.next_resync:

@@ -4,28 +4,34 @@
   inactive for longer than the retention deleted, the run recorded;
 - resync: self-healing (Redis or the database lost a session: rewrite it from its
   BotSession) and the coarse copy of lastSeen from Redis to the BotSession and the database;
-- connect_timeout_due: whether a connecting session has waited too long;
+- connect_timeout_due, time_out_connecting: connecting for longer than the connect timeout
+  becomes failed (ConnectTimeout);
 - count_orphans: session:* keys that no BotSession owns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sessions.botsessions import BotSessionRecord
+from sessions.botsessions import BotSessionRecord, BotSessions
 from sessions.cleanup import SweepResult, sweep
 from sessions.logs import event
 from sessions.model import (
     HistoryEntry,
     InvalidSessionInput,
     Phase,
+    Reason,
+    RevisionConflict,
     SessionKey,
     StoreUnavailable,
+    Transition,
 )
+from sessions.reconcile import ACTOR
 from sessions.resources import KubeBotSessions
 from sessions.service import SessionService, state_of
 from sessions.sql_store import CleanupRun
@@ -157,6 +163,32 @@ def connect_timeout_due(record: BotSessionRecord, service: SessionService) -> bo
         record.phase is Phase.CONNECTING
         and changed_at(record) + service.settings.connect_timeout <= service.now()
     )
+
+
+async def time_out_connecting(
+    service: SessionService,
+    botsessions: BotSessions,
+    records: Sequence[BotSessionRecord],
+    concurrency: int = 20,
+) -> list[HistoryEntry]:
+    """Turn every session connecting for longer than the connect timeout into failed
+    (ConnectTimeout). `records` may be slim (the index): only the due ones are read in full,
+    one GET each, right before their compare-and-swap."""
+    due = [r for r in records if not r.deleting and connect_timeout_due(r, service)]
+    step = Transition(Phase.CONNECTING, Phase.FAILED, Reason.CONNECT_TIMEOUT)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def time_out(record: BotSessionRecord) -> list[HistoryEntry]:
+        async with slots:
+            full = await botsessions.get(record.key)
+            if full is None or full.deleting or not connect_timeout_due(full, service):
+                return []
+            with contextlib.suppress(RevisionConflict):  # it changed meanwhile: next pass sees
+                _, done = await service.transition(full, [step], ACTOR, service.now())
+                return done
+            return []
+
+    return [entry for done in await asyncio.gather(*map(time_out, due)) for entry in done]
 
 
 async def count_orphans(service: SessionService, owned: set[SessionKey]) -> int:

@@ -14,6 +14,7 @@ import pytest
 from devstack.redis_server import RedisServer
 from sessions.botsessions import BotSessionRecord, BotSessions, DeleteOutcome
 from sessions.cleanup import sweep
+from sessions.housekeeping import time_out_connecting
 from sessions.model import (
     HistoryEntry,
     Identity,
@@ -508,3 +509,30 @@ async def test_a_clear_that_fails_half_way_is_audited_with_what_it_did(
         await service.clear("bot-1", None, ClearFlags(), actor="admin")
     (audit,) = await service.sql.clear_audits("bot-1")
     assert (audit.scope, audit.sessions_deleted, audit.redis_keys_deleted) == ("bot", 1, 3)
+
+
+async def test_sessions_connecting_past_the_timeout_fail_and_only_those(
+    service: SessionService, botsessions: BotSessions, clock: Clock
+) -> None:
+    slow, quick, fresh = (SessionKey("bot-1", user) for user in ("slow", "quick", "fresh"))
+    await service.report(slow, ReportedState.CONNECTING)
+    await service.report(quick, ReportedState.CONNECTING)
+    seen_earlier = [await fetch(botsessions, slow), await fetch(botsessions, quick)]
+    clock.advance(seconds=30)
+    await service.report(quick, ReportedState.CONNECTED)  # the index may not know yet
+    clock.advance(seconds=60)
+    await service.report(fresh, ReportedState.CONNECTING)
+    clock.advance(seconds=31)  # slow: 121 s connecting, over the default 2 minutes
+    records = [*seen_earlier, await fetch(botsessions, fresh)]
+
+    done = await time_out_connecting(service, botsessions, records)
+
+    assert [(e.key, e.from_phase, e.to_phase, e.reason) for e in done] == [
+        (slow, Phase.CONNECTING, Phase.FAILED, Reason.CONNECT_TIMEOUT)
+    ]
+    failed = await fetch(botsessions, slow)
+    assert (failed.phase, failed.reason) == (Phase.FAILED, Reason.CONNECT_TIMEOUT)
+    assert (await fetch(botsessions, quick)).phase is Phase.ACTIVE
+    assert (await fetch(botsessions, fresh)).phase is Phase.CONNECTING
+    # only the BotSession changes here; the operator's sync copies it out (test_operator_lifecycle)
+    assert await time_out_connecting(service, botsessions, records) == []
