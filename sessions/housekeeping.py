@@ -28,6 +28,7 @@ from sessions.model import (
     Reason,
     RevisionConflict,
     SessionKey,
+    SessionState,
     StoreUnavailable,
     Transition,
 )
@@ -125,20 +126,24 @@ async def resync(
     live = [r for r in present if r.phase is not Phase.INACTIVE]
     for start in range(0, len(live), batch):
         chunk = live[start : start + batch]
-        for record, held in zip(
-            chunk, await service.redis.get_many([r.key for r in chunk]), strict=True
-        ):
-            if held is None or held.revision < record.revision:
-                state = state_of(record, record.last_seen or record.created_at, settings)
-                await service.redis.write(state, record.ttl(settings.session_ttl))
-                report.redis_restored += 1
-            elif held.revision == record.revision and (
-                record.last_seen is None
-                or held.last_seen - record.last_seen > settings.last_seen_drift
+        copied: list[SessionState] = []
+        try:
+            for record, held in zip(
+                chunk, await service.redis.get_many([r.key for r in chunk]), strict=True
             ):
-                await botsessions.touch(record, held.last_seen, held.expires_at)
-                await service.sql.write(held)
-                report.last_seen_copied += 1
+                if held is None or held.revision < record.revision:
+                    state = state_of(record, record.last_seen or record.created_at, settings)
+                    await service.redis.write(state, record.ttl(settings.session_ttl))
+                    report.redis_restored += 1
+                elif held.revision == record.revision and (
+                    record.last_seen is None
+                    or held.last_seen - record.last_seen > settings.last_seen_drift
+                ):
+                    await botsessions.touch(record, held.last_seen, held.expires_at)
+                    copied.append(held)
+        finally:  # what reached the BotSessions reaches the database, even after a failure
+            await service.sql.write_many(copied)
+        report.last_seen_copied += len(copied)
     stored = await service.sql.revisions()
     for record in present:
         if stored.get(record.key, -1) < record.revision:

@@ -93,6 +93,7 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._upsert = self._upsert_statement()
 
     async def _run(
         self, what: str, op: Callable[[AsyncConnection], Awaitable[T]], write: bool = False
@@ -119,22 +120,10 @@ class SqlStore:
 
     # --- sessions --------------------------------------------------------------------
 
-    def _upsert(self, state: SessionState) -> Any:
-        values = {
-            "bot_id": state.key.bot_id,
-            "user_id": state.key.user_id,
-            "phase": state.phase.value,
-            "reason": state.reason.value if state.reason else None,
-            "revision": state.revision,
-            "last_seen": state.last_seen,
-            "expires_at": state.expires_at,
-            "created_at": state.created_at,
-            "updated_at": utcnow(),
-            "phone_number": state.identity.phone_number,
-            "display_name": state.identity.display_name,
-            "session_id": state.identity.session_id,
-        }
-        insert = self._insert(t.sessions).values(**values)
+    def _upsert_statement(self) -> Any:
+        """One statement for every upsert, executed with a row's parameters: building it per
+        write cost more CPU than the round trip (docs/benchmarks.md, "Operator at scale")."""
+        insert = self._insert(t.sessions)
         new = insert.excluded
         newer_seen = new.last_seen > t.sessions.c.last_seen
         return insert.on_conflict_do_update(
@@ -152,6 +141,23 @@ class SqlStore:
             },
             where=t.sessions.c.revision <= new.revision,
         )
+
+    @staticmethod
+    def _row(state: SessionState, updated_at: datetime) -> dict[str, Any]:
+        return {
+            "bot_id": state.key.bot_id,
+            "user_id": state.key.user_id,
+            "phase": state.phase.value,
+            "reason": state.reason.value if state.reason else None,
+            "revision": state.revision,
+            "last_seen": state.last_seen,
+            "expires_at": state.expires_at,
+            "created_at": state.created_at,
+            "updated_at": updated_at,
+            "phone_number": state.identity.phone_number,
+            "display_name": state.identity.display_name,
+            "session_id": state.identity.session_id,
+        }
 
     def _history_insert(self, entries: Sequence[HistoryEntry]) -> Any:
         rows = [
@@ -178,11 +184,24 @@ class SqlStore:
         rows (a (session, revision) already recorded is skipped), in one transaction."""
 
         async def op(c: AsyncConnection) -> None:
-            await c.execute(self._upsert(state))
+            await c.execute(self._upsert, self._row(state, utcnow()))
             if history:
                 await c.execute(self._history_insert(history))
 
         await self._run("write", op, write=True)
+
+    async def write_many(self, states: Sequence[SessionState]) -> None:
+        """Upsert many states in one transaction and one executemany (the resync's lastSeen
+        copies); each is ignored when older than its stored revision, as in write()."""
+        if not states:
+            return
+        now = utcnow()
+        rows = [self._row(state, now) for state in states]
+
+        async def op(c: AsyncConnection) -> None:
+            await c.execute(self._upsert, rows)
+
+        await self._run("write_many", op, write=True)
 
     async def add_history(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:

@@ -75,6 +75,25 @@ async def test_last_seen_never_moves_backwards(sql_store: SqlStore) -> None:
     assert stored is not None and stored.last_seen == T0 + timedelta(minutes=5)
 
 
+async def test_write_many_applies_the_same_rules_row_by_row(sql_store: SqlStore) -> None:
+    newer, older, fresh = (SessionKey("bot-1", user) for user in ("newer", "older", "fresh"))
+    await sql_store.write(make_state(user="newer", last_seen=T0, revision=2))
+    await sql_store.write(make_state(user="older", last_seen=T0, revision=5))
+    later = T0 + timedelta(minutes=2)
+    await sql_store.write_many(
+        [
+            make_state(user="newer", last_seen=later, revision=2),
+            make_state(user="older", last_seen=later, phase=Phase.CONNECTING, revision=4),
+            make_state(user="fresh", last_seen=later, revision=1),
+        ]
+    )
+    got_newer, got_older = await sql_store.get(newer), await sql_store.get(older)
+    assert got_newer is not None and got_newer.last_seen == later
+    assert got_older is not None and (got_older.revision, got_older.last_seen) == (5, T0)
+    assert await sql_store.get(fresh) == make_state(user="fresh", last_seen=later, revision=1)
+    await sql_store.write_many([])
+
+
 async def test_the_same_revision_twice_writes_one_history_row(sql_store: SqlStore) -> None:
     state = make_state(last_seen=T0, phase=Phase.CONNECTING, revision=1)
     first = entry(1, None, Phase.CONNECTING, Reason.CREATED)
