@@ -3,6 +3,7 @@ Kubernetes client, the use-cases) and closes it on shutdown."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -94,6 +95,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await factory(settings)
         app.state.runtime = runtime
+        # Everything alive now (imports, routes, models, pools) lives as long as the process;
+        # without this, every full collection walks it all again, and those pauses were the
+        # p99 of session-status under load (docs/benchmarks.md, "The REST API under load").
+        gc.freeze()
         try:
             yield
         finally:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine, idempotently:
-#   Debian packages (redis-server, postgresql, chromium), the Python venv with the
+#   Debian packages (redis-server, postgresql, chromium, wrk), the Python venv with the
 #   project and its dev dependencies, and the control-plane binaries (cached outside
 #   the repo, see hack/controlplane/build.sh).
 # Each step is skipped when already done, so a warm run takes seconds.
@@ -17,6 +17,7 @@ need_pkgs=()
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v wrk >/dev/null || need_pkgs+=(wrk)  # the load generator of bench/api_benchmark.py
 if ((${#need_pkgs[@]})); then
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
   log "installing Debian packages: ${need_pkgs[*]}"
