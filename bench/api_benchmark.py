@@ -88,7 +88,7 @@ from bench.operator_benchmark import (  # noqa: E402
     versions,
 )
 from devstack.controlplane import ControlPlane  # noqa: E402
-from devstack.kubectl import kubectl  # noqa: E402
+from devstack.kubectl import install_crds, kubectl  # noqa: E402
 from devstack.operator_process import OperatorProcess  # noqa: E402
 from devstack.postgres_server import PostgresServer  # noqa: E402
 from devstack.process import DevstackError, ManagedProcess, free_port, wait_until  # noqa: E402
@@ -532,14 +532,7 @@ async def stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
             database_url = postgres.url("asyncpg")
         else:
             database_url = f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
-        kubectl(plane.kubeconfig, "apply", "-f", str(REPO / "crds" / "botsessions.yaml"))
-        kubectl(
-            plane.kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/botsessions.botsession.dev",
-        )
+        install_crds(plane.kubeconfig, REPO / "crds" / "botsessions.yaml")
         kubectl(plane.kubeconfig, "create", "namespace", NAMESPACE)
         engine = create_engine(database_url)
         try:

@@ -58,7 +58,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack.controlplane import ControlPlane, binary_dir
-from devstack.kubectl import kubectl
+from devstack.kubectl import install_crds, kubectl
 from devstack.operator_process import OperatorProcess
 from devstack.postgres_server import PostgresServer
 from devstack.process import ManagedProcess, wait_until
@@ -812,14 +812,7 @@ async def servers() -> AsyncIterator[tuple[ControlPlane, RedisServer, PostgresSe
         plane = stack.enter_context(ControlPlane())
         redis_server = stack.enter_context(RedisServer())
         postgres = stack.enter_context(PostgresServer())
-        kubectl(plane.kubeconfig, "apply", "-f", str(REPO / "crds" / "botsessions.yaml"))
-        kubectl(
-            plane.kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/botsessions.botsession.dev",
-        )
+        install_crds(plane.kubeconfig, REPO / "crds" / "botsessions.yaml")
         yield plane, redis_server, postgres
 
 

@@ -28,3 +28,16 @@ def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.Comp
 def helm(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     binary = find_binary("helm", binary_dir() / "helm")
     return _run([binary, "--kubeconfig", str(kubeconfig), *args], check)
+
+
+def install_crds(kubeconfig: Path, manifests: Path) -> None:
+    """kubectl apply the CRD manifests (a file or a folder) and wait until the BotSession CRD
+    is served: a create right after the apply can otherwise get a 404."""
+    kubectl(kubeconfig, "apply", "-f", str(manifests))
+    kubectl(
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/botsessions.botsession.dev",
+    )

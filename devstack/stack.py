@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from devstack.controlplane import ControlPlane
-from devstack.kubectl import kubectl
+from devstack.kubectl import install_crds
 from devstack.operator_process import OperatorProcess
 from devstack.process import Lifecycle, ManagedProcess, free_port, wait_until
 from devstack.redis_server import RedisServer
@@ -122,14 +122,7 @@ class LocalStack(Lifecycle):
             self.plane = ControlPlane(self.workdir / "controlplane").start()
         crd = self.workdir / "botsessions.yaml"
         crd.write_text(render())
-        kubectl(self.kubeconfig, "apply", "-f", str(crd))
-        kubectl(
-            self.kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/botsessions.botsession.dev",
-        )
+        install_crds(self.kubeconfig, crd)
         self.redis = RedisServer(workdir=self.workdir / "redis").start()
         tokens = self.workdir / "tokens.json"
         tokens.write_text(

@@ -13,7 +13,7 @@ from typing import TypeVar
 import pytest
 
 from devstack.controlplane import ControlPlane
-from devstack.kubectl import kubectl
+from devstack.kubectl import install_crds, kubectl
 from devstack.operator_process import OperatorProcess
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
@@ -55,14 +55,7 @@ def redis_server() -> Iterator[RedisServer]:
 def controlplane() -> Iterator[ControlPlane]:
     """etcd + kube-apiserver for the whole run, with the BotSession CRD established."""
     with ControlPlane() as plane:
-        kubectl(plane.kubeconfig, "apply", "-f", str(REPO / "crds"))
-        kubectl(
-            plane.kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/botsessions.botsession.dev",
-        )
+        install_crds(plane.kubeconfig, REPO / "crds")
         yield plane
 
 
