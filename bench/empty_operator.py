@@ -6,8 +6,8 @@ fresh objects) as
   kopf run --standalone --namespace NS bench/empty_operator.py
 
 It watches the same resource with the same kopf settings as controller/handlers.py
-(annotation persistence, posting level, watch and network timeouts), so whatever it costs
-is kopf's own cost of keeping that many BotSessions, not the project's.
+(annotation persistence, posting level, watch and network timeouts, worker limit), so
+whatever it costs is kopf's own cost of keeping that many BotSessions, not the project's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ PREFIX = "floor.kopf.dev"
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """The same settings as controller.handlers.configure, under a prefix of its own."""
+    """The same settings as controller.handlers.configure, under a prefix of its own (a copy:
+    importing the controller would add the project's imports to kopf's floor)."""
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -35,6 +36,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
+    settings.queueing.worker_limit = 200
+    settings.queueing.idle_timeout = 1.0
 
 
 @kopf.on.create(*RESOURCE)
