@@ -986,6 +986,11 @@ def fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:,.1f}{unit}"
 
 
+def compared(label: str, ours: float | None, floor: float | None) -> tuple[str, str, str, str, str]:
+    """A table row without a target: our figure, the floor's, and their ratio."""
+    return (label, "", fmt(ours), fmt(floor), ratio(ours, floor))
+
+
 def table(result: dict[str, Any], args: argparse.Namespace) -> str:
     rows: list[tuple[str, str, str, str, str]] = []
     floor = result.get("floor", {})
@@ -1011,12 +1016,8 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
         )
     )
     rows.append(
-        (
-            "burst: all statuses synced (s)",
-            "",
-            fmt(burst.synced_s),
-            fmt(fburst.handled_s if fburst else None),
-            ratio(burst.synced_s, fburst.handled_s if fburst else None),
+        compared(
+            "burst: all statuses synced (s)", burst.synced_s, fburst.handled_s if fburst else None
         )
     )
     rows.append(
@@ -1030,22 +1031,10 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
     )
     bw, fbw = burst.window, fburst.window if fburst else None
     if bw is not None:
+        rows.append(compared("burst: peak RSS (MB, VmHWM)", bw.hwm_mb, fbw.hwm_mb if fbw else None))
         rows.append(
-            (
-                "burst: peak RSS (MB, VmHWM)",
-                "",
-                fmt(bw.hwm_mb),
-                fmt(fbw.hwm_mb if fbw else None),
-                ratio(bw.hwm_mb, fbw.hwm_mb if fbw else None),
-            )
-        )
-        rows.append(
-            (
-                "burst: operator CPU (% of one core)",
-                "",
-                fmt(bw.cpu_pct),
-                fmt(fbw.cpu_pct if fbw else None),
-                ratio(bw.cpu_pct, fbw.cpu_pct if fbw else None),
+            compared(
+                "burst: operator CPU (% of one core)", bw.cpu_pct, fbw.cpu_pct if fbw else None
             )
         )
     idle: Window | None = result.get("idle")
@@ -1063,12 +1052,10 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
             )
         )
         rows.append(
-            (
+            compared(
                 f"{n} idle: peak RSS so far (MB, VmHWM)",
-                "",
-                fmt(idle.hwm_mb),
-                fmt(fidle.hwm_mb if fidle else None),
-                ratio(idle.hwm_mb, fidle.hwm_mb if fidle else None),
+                idle.hwm_mb,
+                fidle.hwm_mb if fidle else None,
             )
         )
         rows.append(
@@ -1134,12 +1121,10 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
             )
         )
         rows.append(
-            (
+            compared(
                 f"heartbeats: operator CPU over {window.seconds:.0f} s (% of one core)",
-                "",
-                fmt(window.cpu_pct),
-                fmt(fhb.cpu_pct if fhb else None),
-                ratio(window.cpu_pct, fhb.cpu_pct if fhb else None),
+                window.cpu_pct,
+                fhb.cpu_pct if fhb else None,
             )
         )
         rows.append(
