@@ -42,6 +42,7 @@ from sessions.model import (
     parse_time,
     to_millis,
 )
+from sessions.redis_batching import ReadBatcher
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class RedisStore:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
+        self.reads = ReadBatcher(client)
         self._write = client.register_script(_load_script("write_state"))
         self._heartbeat = client.register_script(_load_script("heartbeat"))
         self._remove = client.register_script(_load_script("remove"))
@@ -229,7 +231,9 @@ class RedisStore:
         return deleted
 
     async def get(self, key: SessionKey) -> SessionState | None:
-        fields: dict[str, str] = await self._call("get", lambda: self.client.hgetall(hash_key(key)))
+        fields: dict[str, str] = await self._call(
+            "get", lambda: self.reads.call("HGETALL", hash_key(key))
+        )
         return _state_from_hash(key, fields)
 
     async def get_many(self, keys: Sequence[SessionKey]) -> list[SessionState | None]:
@@ -246,7 +250,7 @@ class RedisStore:
     async def most_recent_user(self, bot_id: str) -> str | None:
         """The userId of the bot's most recently seen session Redis holds."""
         users: list[str] = await self._call(
-            "most_recent_user", lambda: self.client.zrevrange(bot_index_key(bot_id), 0, 0)
+            "most_recent_user", lambda: self.reads.call("ZREVRANGE", bot_index_key(bot_id), 0, 0)
         )
         return users[0] if users else None
 
@@ -289,6 +293,7 @@ class RedisStore:
         return bool(await self._call("ping", self.client.ping))
 
     async def close(self) -> None:
+        await self.reads.close()
         await self.client.aclose()
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from devstack.redis_server import RedisServer
-from sessions.model import Phase, Reason, SessionKey, StoreUnavailable, format_time, to_millis
+from sessions.model import (
+    Phase,
+    Reason,
+    SessionKey,
+    SessionState,
+    StoreUnavailable,
+    format_time,
+    to_millis,
+)
 from sessions.redis_store import EXPIRY_INDEX, RedisStore, connect
 from tests.conftest import make_state
 
@@ -177,4 +186,79 @@ async def test_a_stopped_server_raises_a_clear_error() -> None:
             await store.get(SessionKey("bot-1", "user-1"))
         server.start()  # same port, empty: the client reconnects by itself
         assert await store.get(SessionKey("bot-1", "user-1")) is None
+        await store.close()
+
+
+# --- reads issued together go out as one pipeline (sessions.redis_batching) ----------------
+
+
+async def test_reads_issued_together_share_one_pipeline(redis_store: RedisStore) -> None:
+    states = [make_state(user=f"user-{i}", last_seen=T0 + timedelta(seconds=i)) for i in range(40)]
+    for state in states:
+        await redis_store.write(state, TTL)
+    await redis_store.client.config_resetstat()
+    batches, commands = redis_store.reads.batches, redis_store.reads.commands
+
+    keys = [s.key for s in states] + [SessionKey("bot-1", "nobody")]
+    got = await asyncio.gather(*(redis_store.get(key) for key in keys))
+
+    assert got == [*states, None]
+    assert redis_store.reads.commands - commands == 41
+    assert redis_store.reads.batches - batches == 1
+    stats = await redis_store.client.info("commandstats")
+    assert stats["cmdstat_hgetall"]["calls"] == 41
+
+
+async def test_a_read_alone_is_a_plain_command(redis_store: RedisStore) -> None:
+    await redis_store.write(make_state(last_seen=T0), TTL)
+    before = redis_store.reads.batches
+    assert await redis_store.get(SessionKey("bot-1", "user-1")) is not None
+    assert await redis_store.most_recent_user("bot-1") == "user-1"
+    assert redis_store.reads.batches - before == 2
+
+
+async def test_a_failing_read_fails_only_itself(redis_store: RedisStore) -> None:
+    await redis_store.write(make_state(last_seen=T0), TTL)
+    await redis_store.client.set("session:bot-1:not-a-hash", "x")  # HGETALL: WRONGTYPE
+
+    good, bad, missing = await asyncio.gather(
+        redis_store.get(SessionKey("bot-1", "user-1")),
+        redis_store.get(SessionKey("bot-1", "not-a-hash")),
+        redis_store.get(SessionKey("bot-1", "nobody")),
+        return_exceptions=True,
+    )
+
+    assert isinstance(good, SessionState) and good.key.user_id == "user-1"
+    assert isinstance(bad, StoreUnavailable) and "WRONGTYPE" in str(bad)
+    assert missing is None
+
+
+async def test_a_caller_that_goes_away_leaves_the_others_their_answers(
+    redis_store: RedisStore,
+) -> None:
+    await redis_store.write(make_state(last_seen=T0), TTL)
+    key = SessionKey("bot-1", "user-1")
+    leaving = asyncio.ensure_future(redis_store.get(key))
+    staying = asyncio.ensure_future(redis_store.get(key))
+    await asyncio.sleep(0)  # both queued, the batch not yet answered
+    leaving.cancel()
+    assert (await staying) is not None
+    assert leaving.cancelled()
+
+
+async def test_a_stopped_server_fails_every_read_of_the_batch() -> None:
+    with RedisServer() as server:
+        store = RedisStore(connect(server.url, retries=1, timeout=timedelta(seconds=1)))
+        await store.write(make_state(last_seen=T0), TTL)
+        server.stop()
+        answers = await asyncio.gather(
+            *(store.get(SessionKey("bot-1", f"user-{i}")) for i in range(5)),
+            store.most_recent_user("bot-1"),
+            return_exceptions=True,
+        )
+        assert all(isinstance(a, StoreUnavailable) for a in answers), answers
+        server.start()
+        assert await asyncio.gather(
+            store.get(SessionKey("bot-1", "user-1")), store.get(SessionKey("bot-1", "user-2"))
+        ) == [None, None]
         await store.close()
