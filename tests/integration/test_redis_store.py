@@ -258,7 +258,8 @@ async def test_a_stopped_server_fails_every_read_of_the_batch() -> None:
         )
         assert all(isinstance(a, StoreUnavailable) for a in answers), answers
         server.start()
-        assert await asyncio.gather(
+        again = await asyncio.gather(
             store.get(SessionKey("bot-1", "user-1")), store.get(SessionKey("bot-1", "user-2"))
-        ) == [None, None]
+        )
+        assert list(again) == [None, None]
         await store.close()
