@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -14,8 +15,9 @@ from fastapi.routing import APIRoute
 from api import dashboard, errors
 from api.auth import TokenRegistry
 from api.health import Readiness
-from api.routes import health, router
+from api.routes import health, router, session_status
 from api.settings import ApiSettings, load_api_settings
+from api.status_fast_path import StatusFastPath
 from sessions.runtime import Runtime
 from sessions.settings import Settings, load_settings
 
@@ -65,6 +67,10 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def route_of(endpoint: Callable[..., Any]) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint)
+
+
 def default_runtime_factory(api_settings: ApiSettings) -> RuntimeFactory:
     async def open_runtime(settings: Settings) -> Runtime:
         return await Runtime.open(
@@ -78,9 +84,13 @@ def create_app(
     settings: Settings | None = None,
     runtime_factory: RuntimeFactory | None = None,
     api_settings: ApiSettings | None = None,
+    status_fast_path: bool = True,
 ) -> FastAPI:
     """The app. Settings default to the environment (BOTSESSION_*, BOTSESSION_API_*);
-    raises SettingsError or auth.TokenError on bad configuration, before serving anything."""
+    raises SettingsError or auth.TokenError on bad configuration, before serving anything.
+
+    `status_fast_path=False` leaves every session-status request to the FastAPI route (the
+    tests compare the two answers)."""
     api_settings = api_settings or load_api_settings()
     settings = settings or load_settings()
     tokens = TokenRegistry(
@@ -117,6 +127,9 @@ def create_app(
     app.state.tokens = tokens
     app.state.readiness = Readiness(timeout=api_settings.ready_timeout)
     errors.install(app)
+    if status_fast_path:
+        # added first, so RequestLog (added last: outermost) logs and counts its answers too
+        app.add_middleware(StatusFastPath, route=route_of(session_status))
     app.add_middleware(errors.RequestLog)
     app.include_router(router)
     app.include_router(dashboard.router)

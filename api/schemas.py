@@ -134,13 +134,22 @@ class StatusResponse(BaseModel):
 
     @classmethod
     def of(cls, state: SessionState) -> StatusResponse:
-        return cls(
-            status=state.phase,
-            lastSeen=format_time(state.last_seen),
-            phoneNumber=state.identity.phone_number,
-            displayName=state.identity.display_name,
-            sessionId=state.identity.session_id,
-        )
+        return cls(**cls._fields_of(state))
+
+    @classmethod
+    def json_of(cls, state: SessionState) -> bytes:
+        """The JSON body, without validating again what SessionState already guarantees."""
+        return cls.model_construct(**cls._fields_of(state)).model_dump_json().encode()
+
+    @staticmethod
+    def _fields_of(state: SessionState) -> dict[str, Any]:
+        return {
+            "status": state.phase,
+            "lastSeen": format_time(state.last_seen),
+            "phoneNumber": state.identity.phone_number,
+            "displayName": state.identity.display_name,
+            "sessionId": state.identity.session_id,
+        }
 
 
 SESSION_EXAMPLE: dict[str, Any] = {

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import ApiSettings
+from api.status_fast_path import StatusFastPath
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
 from devstack.process import free_port
@@ -551,6 +552,93 @@ async def test_status_falls_back_to_the_database_when_redis_misses(api: Api) -> 
     assert response.status_code == 200
     assert response.headers["X-Session-Source"] == "database"
     assert response.json()["status"] == "active" and response.json()["phoneNumber"] == PHONE
+
+
+# --- the session-status fast path (api/status_fast_path.py) answers as the route does ------
+
+
+def fast_path_of(app: FastAPI) -> StatusFastPath:
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, StatusFastPath):
+        layer = layer.app  # every layer of the stack keeps the next one as .app
+    return layer
+
+
+async def test_the_status_fast_path_answers_byte_for_byte_as_the_route(api: Api) -> None:
+    await api.report("connected", **{**IDENTITY, "displayName": 'Jäne 🤖 "quoted"'})
+    await api.report("connecting", user="only-in-db", phoneNumber=PHONE_2)
+    await api.runtime.redis.remove(SessionKey(BOT, "only-in-db"))
+    await api.report("failed", bot="bot.2", user="a+b=c@d")
+    route_only = create_app(
+        api.app.state.settings, api_settings=API_SETTINGS, status_fast_path=False
+    )
+    route_only.state.runtime = api.runtime
+    transport = httpx.ASGITransport(app=route_only)
+    bearer = auth("reader")["Authorization"]
+    status_url = f"{V1}/session-status"
+    requests: list[tuple[str, dict[str, str]]] = [
+        (f"{status_url}/{BOT}?userId={USER}", {"Authorization": bearer}),  # Redis
+        (f"{status_url}/{BOT}?userId=only-in-db", {"Authorization": bearer}),  # database
+        (f"{status_url}/{BOT}", {"Authorization": bearer}),  # the most recent
+        (f"{status_url}/bot.2?userId=a%2Bb%3Dc%40d", {"Authorization": bearer}),
+        (f"{status_url}/{BOT}?userId=nobody", {"Authorization": bearer}),  # 404
+        (f"{status_url}/no-such-bot", {"Authorization": bearer}),  # 404
+        (f"{status_url}/{BOT}?userId={USER}", auth("admin")),
+        (f"{status_url}/{BOT}?userId={USER}", {"Authorization": "bearer " + bearer[7:]}),
+        # from here on the fast path leaves the request to the route
+        (f"{status_url}/{BOT}?userId={USER}", {}),
+        (f"{status_url}/{BOT}?userId={USER}", {"Authorization": "Bearer wrong-token-123456"}),
+        (f"{status_url}/{BOT}?userId={USER}", auth("reporter")),  # 403
+        (f"{status_url}/{BOT}?userId={USER}", {"Authorization": "Basic " + bearer[7:]}),
+        (f"{status_url}/{BOT}?userId={USER}", {"Authorization": "Bearer  " + bearer[7:]}),
+        (f"{status_url}/{BOT}?userId=", {"Authorization": bearer}),
+        (f"{status_url}/{BOT}?userId=a+b", {"Authorization": bearer}),
+        (f"{status_url}/{BOT}?userId=x&userId={USER}", {"Authorization": bearer}),
+        (f"{status_url}/{BOT}?userId={USER}&extra=1", {"Authorization": bearer}),
+        (f"{status_url}/{BOT}?extra=1", {"Authorization": bearer}),
+        (f"{status_url}/bad!bot?userId={USER}", {"Authorization": bearer}),
+        (f"{status_url}/{'b' * 129}", {"Authorization": bearer}),
+        (f"{status_url}/{BOT}/more", {"Authorization": bearer}),
+        (f"{status_url}/", {"Authorization": bearer}),
+    ]
+    served_before = fast_path_of(api.app).served if api.app.middleware_stack else 0
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as plain:
+        for url, headers in requests:
+            fast = await api.client.get(url, headers=headers)
+            slow = await plain.get(url, headers=headers)
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), url
+            assert dict(fast.headers) == dict(slow.headers), url
+            head = await api.client.head(url, headers=headers)
+            assert head.status_code == (await plain.head(url, headers=headers)).status_code
+    assert fast_path_of(api.app).served - served_before == 8
+    assert [
+        (await api.client.get(url, headers=headers)).status_code for url, headers in requests[:8]
+    ] == [200, 200, 200, 200, 404, 404, 200, 200]
+
+
+async def test_the_fast_path_counts_and_logs_like_any_route(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    await api.report("connected", **IDENTITY)
+    template = f"{V1}/session-status/{{botId}}"
+    before = await requests_counted(api, template, 200)
+    caplog.clear()
+    assert (await api.status(userId=USER)).status_code == 200
+    logged = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "request"]
+    assert [(f["route"], f["status"], f["actor"]) for f in logged] == [
+        (template, 200, TOKENS["reader"][0])
+    ]
+    assert await requests_counted(api, template, 200) == before + 1
+
+
+async def requests_counted(api: Api, route: str, status: int) -> float:
+    response = await api.client.get("/metrics", headers=auth("reader"))
+    assert response.status_code == 200
+    labels = f'{{method="GET",route="{route}",status="{status}"}}'
+    for line in response.text.splitlines():
+        if line.startswith("botsession_api_requests_total" + labels):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 async def test_the_database_answers_while_the_redis_server_is_stopped(
