@@ -20,11 +20,27 @@ LATENCY = Histogram(
 )
 
 
+_Series = tuple[Counter, Histogram]
+_series: dict[tuple[str, str | None, int], _Series] = {}
+# any other method a client sends is counted as OTHER: the label values stay a fixed set
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe(method: str | None, route: str | None, status: int, seconds: float) -> None:
-    """Route templates only (never raw paths: they hold user ids), so labels stay bounded."""
-    template = route or "unmatched"
-    REQUESTS.labels(method or "", template, str(status)).inc()
-    LATENCY.labels(method or "", template).observe(seconds)
+    """Route templates only (never raw paths: they hold user ids), so labels stay bounded.
+    The labelled series are looked up once per (method, route, status), then kept."""
+    if method not in METHODS:
+        method = "OTHER"
+    series = _series.get((method, route, status))
+    if series is None:
+        template = route or "unmatched"
+        series = (
+            REQUESTS.labels(method, template, str(status)),
+            LATENCY.labels(method, template),
+        )
+        _series[(method, route, status)] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def exposition() -> bytes:

@@ -565,7 +565,9 @@ def fast_path_of(app: FastAPI) -> StatusFastPath:
 
 
 async def test_the_status_fast_path_answers_byte_for_byte_as_the_route(api: Api) -> None:
-    await api.report("connected", **{**IDENTITY, "displayName": 'Jäne 🤖 "quoted"'})
+    odd_name = 'Jäne 🤖 "q" \\ </script> \u2028 é'
+    reported = await api.report("connected", **{**IDENTITY, "displayName": odd_name})
+    assert reported.status_code == 201, reported.text
     await api.report("connecting", user="only-in-db", phoneNumber=PHONE_2)
     await api.runtime.redis.remove(SessionKey(BOT, "only-in-db"))
     await api.report("failed", bot="bot.2", user="a+b=c@d")
