@@ -7,6 +7,7 @@ plane's token or a test phone number (the autouse fixture `no_secrets_in_logs`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import uvicorn
 import yaml
 from fastapi import FastAPI
 
-from api.app import create_app
+from api.app import GC_THRESHOLDS, create_app
 from api.settings import ApiSettings
 from api.status_fast_path import StatusFastPath
 from devstack.controlplane import ControlPlane
@@ -992,6 +993,16 @@ async def test_unknown_routes_wrong_methods_and_crashes_use_the_envelope(
     assert (fields["route"], fields["error"]) == ("/boom", "RuntimeError")
     assert "in boom" in fields["trace"][-1]
     # (the autouse fixture checks that the phone number in the message was not logged)
+
+
+async def test_after_start_up_the_long_lived_objects_are_out_of_the_collectors_way(
+    controlplane: ControlPlane, namespace: str, redis_server: RedisServer, database_url: str
+) -> None:
+    gc.unfreeze()  # as in a fresh process
+    gc.set_threshold(700, 10, 10)
+    async with serve(controlplane.kubeconfig, namespace, redis_server.url, database_url):
+        assert gc.get_freeze_count() > 10_000  # imports, routes, models, pools
+        assert gc.get_threshold() == GC_THRESHOLDS
 
 
 async def test_openapi_and_docs_are_served(api: Api) -> None:
