@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessions.model import (
@@ -183,6 +183,7 @@ class RedisStore:
         self._heartbeat = client.register_script(_load_script("heartbeat"))
         self._remove = client.register_script(_load_script("remove"))
         self._sweep = client.register_script(_load_script("sweep"))
+        self._most_recent = client.register_script(_load_script("most_recent"))
 
     async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -247,12 +248,21 @@ class RedisStore:
         rows = await self._call("get_many", op)
         return [_state_from_hash(key, row) for key, row in zip(keys, rows, strict=True)]
 
-    async def most_recent_user(self, bot_id: str) -> str | None:
-        """The userId of the bot's most recently seen session Redis holds."""
-        users: list[str] = await self._call(
-            "most_recent_user", lambda: self.reads.call("ZREVRANGE", bot_index_key(bot_id), 0, 0)
-        )
-        return users[0] if users else None
+    async def most_recent(self, bot_id: str) -> SessionState | None:
+        """The bot's most recently seen session Redis holds (one script call)."""
+
+        async def op() -> Any:
+            try:  # batched with the other reads; the script object loads it when Redis lacks it
+                return await self.reads.call("EVALSHA", self._most_recent.sha, 0, bot_id)
+            except NoScriptError:
+                return await self._most_recent(args=[bot_id])
+
+        found = await self._call("most_recent", op)
+        if found is None:
+            return None
+        user_id, flat = found
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        return _state_from_hash(SessionKey(bot_id, user_id), fields)
 
     async def due(self, now: datetime, limit: int) -> list[str]:
         """Index members due at `now` (expired by score, or inactive), oldest first."""

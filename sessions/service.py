@@ -263,16 +263,12 @@ class SessionService:
         """
         key = SessionKey(bot_id, user_id) if user_id else None
         try:
-            if key is None:
-                recent = await self.redis.most_recent_user(bot_id)
-                key = SessionKey(bot_id, recent) if recent else None
-            if key is not None:
-                state = await self.redis.get(key)
-                if state is not None:
-                    return StatusView(state, "redis")
+            state = await (self.redis.get(key) if key else self.redis.most_recent(bot_id))
+            if state is not None:
+                return StatusView(state, "redis")
         except StoreUnavailable:
             pass  # logged by the store; the database answers
-        fallback = await (self.sql.get(key) if user_id and key else self.sql.most_recent(bot_id))
+        fallback = await (self.sql.get(key) if key else self.sql.most_recent(bot_id))
         if fallback is None:
             who = f"{bot_id}:{user_id}" if user_id else f"bot {bot_id}"
             raise SessionNotFound(f"no session for {who}")

@@ -155,11 +155,14 @@ async def test_remove_deletes_keys_and_index_entries(redis_store: RedisStore) ->
     assert await redis_store.client.zrange(EXPIRY_INDEX, 0, -1) == ["bot-1:user-2"]
 
 
-async def test_most_recent_user_and_get_many(redis_store: RedisStore) -> None:
+async def test_most_recent_and_get_many(redis_store: RedisStore) -> None:
     await redis_store.write(make_state(user="old", last_seen=T0), TTL)
-    await redis_store.write(make_state(user="new", last_seen=T0 + timedelta(seconds=5)), TTL)
-    assert await redis_store.most_recent_user("bot-1") == "new"
-    assert await redis_store.most_recent_user("bot-2") is None
+    newer = make_state(user="new", last_seen=T0 + timedelta(seconds=5), phase=Phase.FAILED)
+    await redis_store.write(newer, TTL)
+    assert await redis_store.most_recent("bot-1") == newer
+    assert await redis_store.most_recent("bot-2") is None
+    await redis_store.client.delete("session:bot-1:new")  # expired, the index not yet swept
+    assert await redis_store.most_recent("bot-1") is None
     got = await redis_store.get_many([SessionKey("bot-1", "old"), SessionKey("bot-1", "x")])
     assert got[0] is not None and got[0].key.user_id == "old" and got[1] is None
 
@@ -169,7 +172,7 @@ async def test_no_operation_scans_the_keyspace(redis_store: RedisStore) -> None:
     await redis_store.write(make_state(last_seen=T0), TTL)
     await redis_store.heartbeat(SessionKey("bot-1", "user-1"), T0)
     await redis_store.get(SessionKey("bot-1", "user-1"))
-    await redis_store.most_recent_user("bot-1")
+    await redis_store.most_recent("bot-1")
     await redis_store.due(T0, 10)
     await redis_store.remove(SessionKey("bot-1", "user-1"))
     stats = await redis_store.client.info("commandstats")
@@ -213,7 +216,7 @@ async def test_a_read_alone_is_a_plain_command(redis_store: RedisStore) -> None:
     await redis_store.write(make_state(last_seen=T0), TTL)
     before = redis_store.reads.batches
     assert await redis_store.get(SessionKey("bot-1", "user-1")) is not None
-    assert await redis_store.most_recent_user("bot-1") == "user-1"
+    assert await redis_store.most_recent("bot-1") is not None
     assert redis_store.reads.batches - before == 2
 
 
@@ -253,7 +256,7 @@ async def test_a_stopped_server_fails_every_read_of_the_batch() -> None:
         server.stop()
         answers = await asyncio.gather(
             *(store.get(SessionKey("bot-1", f"user-{i}")) for i in range(5)),
-            store.most_recent_user("bot-1"),
+            store.most_recent("bot-1"),
             return_exceptions=True,
         )
         assert all(isinstance(a, StoreUnavailable) for a in answers), answers
@@ -263,3 +266,11 @@ async def test_a_stopped_server_fails_every_read_of_the_batch() -> None:
         )
         assert list(again) == [None, None]
         await store.close()
+
+
+async def test_most_recent_loads_its_script_when_redis_lost_it(redis_store: RedisStore) -> None:
+    state = make_state(last_seen=T0)
+    await redis_store.write(state, TTL)
+    await redis_store.client.script_flush()  # as after a restart or a failover
+    found = await asyncio.gather(redis_store.most_recent("bot-1"), redis_store.most_recent("bot-1"))
+    assert list(found) == [state, state]
