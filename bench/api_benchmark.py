@@ -20,9 +20,10 @@ Steps (namespace `bench`, one token with the read and report scopes):
    `--warmup` s discarded, then `--duration` s measured; the bare app stopped.
 3. the API started again, the same warm-up and duration for each of:
    a. `GET /v1/whatsapp/session-status/{botId}?userId=` cycling over the seeded sessions
-      (Redis only): the issue's targets, >= 70 % of the bare throughput and p99 <= 20 ms;
+      (Redis only);
    b. `GET /v1/whatsapp/session-status/{botId}` cycling over the bots (the bot's most recent
-      session: one more Redis round trip);
+      session, the requirements' form; one script call in Redis); a and b are each held to
+      the issue's targets, >= 70 % of the bare throughput and p99 <= 20 ms;
    c. `POST .../heartbeat` cycling over the seeded sessions (Redis only);
    d. `POST .../report` cycling every session through disconnected -> connecting -> connected,
       so every request is one real transition (GET + status PATCH through kube-apiserver,
@@ -984,24 +985,32 @@ def label(run: Run) -> str:
 
 
 def targets(by_name: dict[str, Run]) -> list[dict[str, Any]]:
-    bare, status = by_name["bare"], by_name["session-status"]
-    ratio = status.rps / bare.rps if bare.rps else 0.0
-    p99 = status.latency_ms["p99"]
-    clean = bare.errors == 0 and status.errors == 0
-    return [
-        {
-            "target": f"session-status >= {TARGET_RATIO:.0%} of the bare endpoint's requests/s",
-            "measured": f"{ratio:.2f} ({status.rps:,.0f} / {bare.rps:,.0f} requests/s)",
-            "value": round(ratio, 3),
-            "met": clean and ratio >= TARGET_RATIO,
-        },
-        {
-            "target": f"session-status p99 <= {TARGET_P99_MS:g} ms",
-            "measured": f"{p99:g} ms",
-            "value": p99,
-            "met": status.errors == 0 and p99 <= TARGET_P99_MS,
-        },
-    ]
+    """Both forms of session-status against the targets: with a userId, and the bot's most
+    recent session (the requirements' form, `GET .../session-status/{botId}`)."""
+    bare = by_name["bare"]
+    goals: list[dict[str, Any]] = []
+    for name in ("session-status", "session-status-bot"):
+        status = by_name.get(name)
+        if status is None:
+            continue
+        what = "session-status" + (" (bot only)" if name.endswith("-bot") else "")
+        ratio = status.rps / bare.rps if bare.rps else 0.0
+        p99 = status.latency_ms["p99"]
+        goals += [
+            {
+                "target": f"{what} >= {TARGET_RATIO:.0%} of the bare endpoint's requests/s",
+                "measured": f"{ratio:.2f} ({status.rps:,.0f} / {bare.rps:,.0f} requests/s)",
+                "value": round(ratio, 3),
+                "met": bare.errors == 0 and status.errors == 0 and ratio >= TARGET_RATIO,
+            },
+            {
+                "target": f"{what} p99 <= {TARGET_P99_MS:g} ms",
+                "measured": f"{p99:g} ms",
+                "value": p99,
+                "met": status.errors == 0 and p99 <= TARGET_P99_MS,
+            },
+        ]
+    return goals
 
 
 def limit_of(run: Run, workers: int, cores: int) -> str:
