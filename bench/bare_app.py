@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +64,23 @@ def api() -> FastAPI:
     return app
 
 
+def listen_with_tcp_nodelay() -> None:
+    """Work around uvicorn#3149 for `--workers N`: uvicorn binds the shared listener with
+    proto 0, asyncio then skips TCP_NODELAY on every accepted connection, and each keep-alive
+    response waits ~40 ms for the client's delayed ACK (both contenders pinned at ~730
+    requests/s). The listener is re-wrapped with proto IPPROTO_TCP, which the workers inherit.
+    One worker is not affected (asyncio binds the socket itself there)."""
+    bind = uvicorn.Config.bind_socket
+
+    def bind_socket(config: uvicorn.Config) -> socket.socket:
+        sock = bind(config)
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return sock
+        return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+
+    uvicorn.Config.bind_socket = bind_socket  # type: ignore[method-assign,assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("app", choices=["bare", "api"])
@@ -72,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loop", default="auto", help="uvicorn --loop: auto, asyncio, uvloop")
     parser.add_argument("--http", default="auto", help="uvicorn --http: auto, h11, httptools")
     args = parser.parse_args(argv)
+    if args.workers > 1:
+        listen_with_tcp_nodelay()
     uvicorn.run(
         f"bench.bare_app:{args.app}",
         factory=True,
