@@ -84,12 +84,12 @@ class StatusFastPath:
         if not path.startswith(self.prefix):
             return None
         bot_id = path[len(self.prefix) :]
-        if _ID.match(bot_id) is None:
+        if _ID.fullmatch(bot_id) is None:
             return None
         user_id: str | None = None
         if scope["query_string"]:
             query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-            if len(query) != 1 or query[0][0] != "userId" or _ID.match(query[0][1]) is None:
+            if len(query) != 1 or query[0][0] != "userId" or _ID.fullmatch(query[0][1]) is None:
                 return None
             user_id = query[0][1]
         token = _bearer_token(scope["headers"])

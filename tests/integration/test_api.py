@@ -600,6 +600,8 @@ async def test_the_status_fast_path_answers_byte_for_byte_as_the_route(api: Api)
         (f"{status_url}/{BOT}?userId={USER}&extra=1", {"Authorization": bearer}),
         (f"{status_url}/{BOT}?extra=1", {"Authorization": bearer}),
         (f"{status_url}/bad!bot?userId={USER}", {"Authorization": bearer}),
+        (f"{status_url}/{BOT}%0A?userId={USER}", {"Authorization": bearer}),  # a newline
+        (f"{status_url}/{BOT}?userId={USER}%0A", {"Authorization": bearer}),
         (f"{status_url}/{'b' * 129}", {"Authorization": bearer}),
         (f"{status_url}/{BOT}/more", {"Authorization": bearer}),
         (f"{status_url}/", {"Authorization": bearer}),
