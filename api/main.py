@@ -11,6 +11,7 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import TokenError
+from api.serving import UVICORN_OPTIONS
 from api.settings import load_api_settings
 from sessions import logs
 from sessions.settings import SettingsError, load_settings
@@ -58,15 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"botsession api: {exc}", file=sys.stderr)
         return 2
     logs.configure(api_settings.log_level)
-    uvicorn.run(
-        app,
-        host=api_settings.host,
-        port=api_settings.port,
-        log_config=None,  # uvicorn's records go through sessions.logs (JSON, redacted)
-        access_log=False,  # api.errors.RequestLog logs route templates, never raw paths
-        server_header=False,
-        lifespan="on",
-    )
+    uvicorn.run(app, host=api_settings.host, port=api_settings.port, **UVICORN_OPTIONS)
     return 0
 
 

@@ -7,7 +7,7 @@
 session-status answer: FastAPI's floor. `api` is the real API exactly as `python -m api`
 builds it (api.main.run: create_app from the BOTSESSION_* / BOTSESSION_API_* environment, then
 sessions.logs JSON logging at BOTSESSION_API_LOG_LEVEL). Both configure logging the same way
-and both are served by uvicorn.run with api.main's options (no access log, no server header,
+and both are served by uvicorn.run with api.serving's options (no access log, no server header,
 lifespan on, uvicorn's own logging config off) plus the same --workers, --loop and --http.
 The factories run in each worker (uvicorn imports "bench.bare_app:<name>" there).
 """
@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from api.serving import UVICORN_OPTIONS
 from sessions import logs
 
 # the shape and size of a session-status answer for a seeded session
@@ -100,10 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         loop=args.loop,
         http=args.http,
-        log_config=None,  # as api.main: the records go through sessions.logs
-        access_log=False,
-        server_header=False,
-        lifespan="on",
+        **UVICORN_OPTIONS,
     )
     return 0
 
