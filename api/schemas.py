@@ -141,13 +141,13 @@ class StatusResponse(BaseModel):
     def json_of(cls, state: SessionState) -> bytes:
         """The body as FastAPI's serializer writes it, without building the model first (what
         SessionState holds needs no validation; test_api.py compares the bytes)."""
-        fields = {"success": True, **cls._fields_of(state), "status": state.phase.value}
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        body = {"success": True, **cls._fields_of(state)}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     @staticmethod
     def _fields_of(state: SessionState) -> dict[str, Any]:
         return {
-            "status": state.phase,
+            "status": state.phase.value,
             "lastSeen": format_time(state.last_seen),
             "phoneNumber": state.identity.phone_number,
             "displayName": state.identity.display_name,
