@@ -151,6 +151,9 @@ async def test_short_ttl_sessions_expire_turn_inactive_with_an_event_and_keep_hi
     await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
     with stack.operator(BOTSESSION_SESSION_TTL="2s", BOTSESSION_CLEANUP_INTERVAL="1s"):
         await eventually(lambda: record_is(stack, key, Phase.INACTIVE, Reason.EXPIRED), timeout=30)
+        # The BotSession changes first; the database follows (the sweep's own write, or the
+        # controller's copy that marks it synced). Read it once the controller says it is.
+        await eventually(lambda: synced_everywhere(stack, [key]))
         assert await stack.redis.client.keys("session:*") == []
         history = await stack.sql.history(key)
         assert [(e.to_phase, e.reason) for e in history] == [
@@ -161,8 +164,12 @@ async def test_short_ttl_sessions_expire_turn_inactive_with_an_event_and_keep_hi
         row = await stack.sql.get(key)
         assert row is not None and row.phase is Phase.INACTIVE
         await eventually(lambda: _has_event(stack, "Expired", resource_name(key)))
-        runs = await stack.sql.cleanup_runs()
-        assert any(run.succeeded and run.expired >= 1 for run in runs)
+        await eventually(lambda: _a_run_expired_some(stack))
+
+
+async def _a_run_expired_some(stack: Stack) -> bool:
+    """The run is recorded after the sessions it expired, so it may lag the BotSession."""
+    return any(run.succeeded and run.expired >= 1 for run in await stack.sql.cleanup_runs())
 
 
 async def _has_event(stack: Stack, reason: str, name: str) -> bool:
@@ -380,10 +387,13 @@ async def test_a_failing_sweep_shows_in_the_metric_and_as_a_warning_event(stack:
                 ),
                 timeout=30,
             )
-            runs = await stack.sql.cleanup_runs()
-            assert any(not run.succeeded and run.error for run in runs)
+            await eventually(lambda: _a_failed_run_recorded(stack))  # recorded after the event
         finally:
             stack.redis_server.start()
+
+
+async def _a_failed_run_recorded(stack: Stack) -> bool:
+    return any(not run.succeeded and run.error for run in await stack.sql.cleanup_runs())
 
 
 async def _async_true(value: bool) -> bool:
