@@ -124,7 +124,7 @@ class Housekeeper:
             await self.failed(report.error)
             return
         if report.result is not None:
-            for why in ("expired", "inactive", "gone"):
+            for why in ("expired", "inactive", "gone", "malformed"):
                 metrics.SWEEP_REMOVED.labels(why=why).inc(report.result.count(why))
         metrics.SWEEP_LAST_SUCCESS.set_to_current_time()
 

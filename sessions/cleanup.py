@@ -7,7 +7,9 @@ sweepers at once never remove a session twice, and a re-run finds nothing left t
 Callers (the operator) turn the result into BotSession and history updates.
 
 Every removal is logged as one structured line at INFO ("session removed from redis", with
-botId, userId, why, phase, revision).
+botId, userId, why, phase, revision). An index entry that names no session (not
+<botId>:<userId>, so not written by this project) is dropped with a WARNING instead of
+stopping every later sweep.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sessions.logs import event
 from sessions.model import utcnow
-from sessions.redis_store import RedisStore, SweptSession
+from sessions.redis_store import MALFORMED, RedisStore, SweptSession
 
 log = logging.getLogger(__name__)
 
 REMOVED = "session removed from redis"
+DROPPED = "malformed expiry index entry dropped"
 
 
 @dataclass
@@ -53,6 +57,8 @@ async def sweep(
         result.removed.extend(removed)
         if log.isEnabledFor(logging.INFO):
             _log_removals(removed)
+        else:
+            _warn_malformed(removed)
         if len(removed) < batch_size:
             break
     result.finished_at = utcnow()
@@ -64,6 +70,9 @@ def _log_removals(removed: list[SweptSession]) -> None:
     without the per-session SessionKey, Phase and keyword-argument round trips."""
     info = log.info
     for swept in removed:
+        if swept.status == MALFORMED:
+            _warn_malformed([swept])
+            continue
         bot_id, _, user_id = swept.member.partition(":")
         fields = {
             "botId": bot_id,
@@ -73,3 +82,9 @@ def _log_removals(removed: list[SweptSession]) -> None:
             "revision": swept.revision,
         }
         info(REMOVED, extra={"fields": fields})
+
+
+def _warn_malformed(removed: list[SweptSession]) -> None:
+    for swept in removed:
+        if swept.status == MALFORMED:
+            event(log, DROPPED, logging.WARNING, member=swept.member)

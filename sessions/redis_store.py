@@ -87,8 +87,12 @@ class Heartbeat:
     revision: int
 
 
+MALFORMED = "malformed"  # the sweep script's status for an index member it could not read
+
+
 class SweptSession(NamedTuple):
-    """A session the sweep removed: `why` is inactive, expired or gone.
+    """A session the sweep removed: `why` is inactive, expired or gone; or malformed, an
+    index member that names no session (not <botId>:<userId>) whose entry was dropped.
 
     It holds the sweep script's reply as Redis sent it (only strings); `key`, `why`, `phase`,
     `last_seen` and `revision` are worked out when read. A sweep that removes 100,000
@@ -98,14 +102,16 @@ class SweptSession(NamedTuple):
     """
 
     member: str  # <botId>:<userId>
-    status: str  # the phase Redis held; "" when the hash was already gone
+    status: str  # the phase Redis held; "" when the hash was already gone; MALFORMED
     last_seen_text: str  # lastSeen as stored, "" when gone
     revision_text: str  # "" when gone
 
     @property
     def why(self) -> str:
         status = self.status
-        return "gone" if not status else "inactive" if status == "inactive" else "expired"
+        if not status:
+            return "gone"
+        return status if status in ("inactive", MALFORMED) else "expired"
 
     @property
     def key(self) -> SessionKey:

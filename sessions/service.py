@@ -418,11 +418,12 @@ class SessionService:
     async def expire_swept(
         self, swept: Sequence[SweptSession], actor: str = "sweep"
     ) -> list[HistoryEntry]:
-        """Turn sessions the sweep removed as expired into inactive (Expired) BotSessions
-        with history rows. Sessions removed because they were inactive need nothing."""
+        """Turn sessions the sweep removed as expired (or found gone) into inactive (Expired)
+        BotSessions with history rows. Inactive ones need nothing; malformed index entries
+        name no session."""
         recorded: list[HistoryEntry] = []
         for session in swept:
-            if session.why != "inactive":
+            if session.why in ("expired", "gone"):
                 recorded += await self.make_inactive(
                     session.key, Reason.EXPIRED, actor, session.last_seen
                 )

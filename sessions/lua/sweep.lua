@@ -10,17 +10,30 @@
 --                          one no longer in the index is skipped
 -- returns a flat list, 4 entries per removed session: member, status, lastSeen, revision.
 -- The status tells why: '' = gone (Redis had already dropped the hash; its other keys and index
--- entries are removed now), 'inactive' = inactive, anything else = expired.
+-- entries are removed now), 'inactive' = inactive, 'malformed' = an index member that is not
+-- <botId>:<userId> (no session of ours; only its index entry is dropped, so one bad entry
+-- written by someone else cannot stop every sweep), anything else = expired.
 local now_ms = ARGV[1]
 local limit = tonumber(ARGV[2])
 local out = {}
 local n = 0
 
+local function is_malformed(member)
+  return not string.find(member, ':', 1, true)
+end
+
+local function fields_of(member)
+  if is_malformed(member) then return {'malformed'} end
+  return redis.call('HMGET', 'session:' .. member, 'status', 'lastSeen', 'revision')
+end
+
 -- f: the HMGET of status, lastSeen, revision
 local function remove(member, f)
-  local hash, status_key, expiry_key, bot_index, user = keys_of(member)
-  redis.call('DEL', hash, status_key, expiry_key)
-  redis.call('ZREM', bot_index, user)
+  if not is_malformed(member) then
+    local hash, status_key, expiry_key, bot_index, user = keys_of(member)
+    redis.call('DEL', hash, status_key, expiry_key)
+    redis.call('ZREM', bot_index, user)
+  end
   out[n + 1] = member
   out[n + 2] = f[1] or ''
   out[n + 3] = f[2] or ''
@@ -33,7 +46,7 @@ if limit > 0 then
   local members = redis.call('ZRANGEBYSCORE', INDEX, '-inf', now_ms, 'LIMIT', 0, limit)
   for i = 1, #members do
     local member = members[i]
-    remove(member, redis.call('HMGET', 'session:' .. member, 'status', 'lastSeen', 'revision'))
+    remove(member, fields_of(member))
   end
   if #members > 0 then
     -- they are the index's lowest ranks (the range starts at -inf): one O(log N + k) call
@@ -46,8 +59,8 @@ else
     local member = ARGV[i]
     local score = redis.call('ZSCORE', INDEX, member)
     if score then
-      local f = redis.call('HMGET', 'session:' .. member, 'status', 'lastSeen', 'revision')
-      if not f[1] or f[1] == 'inactive' or tonumber(score) <= now_ms then
+      local f = fields_of(member)
+      if not f[1] or f[1] == 'inactive' or f[1] == 'malformed' or tonumber(score) <= now_ms then
         remove(member, f)
         redis.call('ZREM', INDEX, member)
       end

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sessions.cleanup import sweep
-from sessions.model import Phase, SessionKey, utcnow
+from sessions.cleanup import DROPPED, sweep
+from sessions.model import Phase, SessionKey, to_millis, utcnow
 from sessions.redis_store import EXPIRY_INDEX, RedisStore
 from tests.conftest import make_state
 
@@ -165,3 +165,31 @@ async def test_a_heartbeat_between_reading_the_index_and_removing_wins(
     assert sorted(s.key.user_id for s in removed) == [f"u{i}" for i in range(5, 10)]
     for i in range(5):
         assert await redis_store.get(SessionKey("bot-1", f"u{i}")) is not None
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])  # with and without per-removal lines
+async def test_a_malformed_index_entry_is_dropped_and_does_not_stop_the_sweep(
+    redis_store: RedisStore, caplog: pytest.LogCaptureFixture, level: str
+) -> None:
+    """Something else wrote a member that is not <botId>:<userId> into the expiry index
+    (ranked first, so it comes before the real sessions): the sweep drops the entry, warns,
+    touches no other key, and removes the real due sessions as usual."""
+    await redis_store.client.zadd(EXPIRY_INDEX, {"stray-4915112345678": 0})
+    await redis_store.client.set("session:stray-4915112345678", "not ours")
+    await redis_store.write(make_state(user="a", phase=Phase.INACTIVE, last_seen=NOW), TTL)
+    with caplog.at_level(level, logger="sessions.cleanup"):
+        result = await sweep(redis_store, now=NOW)
+    assert [(s.member, s.why) for s in result.removed] == [
+        ("stray-4915112345678", "malformed"),
+        ("bot-1:a", "inactive"),
+    ]
+    assert await redis_store.client.zscore(EXPIRY_INDEX, "stray-4915112345678") is None
+    assert await redis_store.client.get("session:stray-4915112345678") == "not ours"
+    dropped = [r for r in caplog.records if r.getMessage() == DROPPED]
+    assert [r.fields for r in dropped] == [{"member": "stray-4915112345678"}]  # type: ignore[attr-defined]
+    assert (await sweep(redis_store, now=NOW)).removed == []
+    # the re-checking form (sweep_members) drops it too, whatever its score
+    await redis_store.client.zadd(EXPIRY_INDEX, {"stray": to_millis(NOW) + 10**9})
+    (swept,) = await redis_store.sweep_members(["stray"], NOW)
+    assert swept.why == "malformed"
+    assert await redis_store.client.zcard(EXPIRY_INDEX) == 0
