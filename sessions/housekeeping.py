@@ -128,19 +128,22 @@ async def resync(
         chunk = live[start : start + batch]
         copied: list[SessionState] = []
         try:
+            behind: list[BotSessionRecord] = []
             for record, held in zip(
                 chunk, await service.redis.get_many([r.key for r in chunk]), strict=True
             ):
                 if held is None or held.revision < record.revision:
-                    state = state_of(record, record.last_seen or record.created_at, settings)
-                    await service.redis.write(state, record.ttl(settings.session_ttl))
-                    report.redis_restored += 1
+                    behind.append(record)
                 elif held.revision == record.revision and (
                     record.last_seen is None
                     or held.last_seen - record.last_seen > settings.last_seen_drift
                 ):
                     await botsessions.touch(record, held.last_seen, held.expires_at)
                     copied.append(held)
+            for current in await still_live(botsessions, behind):
+                state = state_of(current, current.last_seen or current.created_at, settings)
+                await service.redis.write(state, current.ttl(settings.session_ttl))
+                report.redis_restored += 1
         finally:  # what reached the BotSessions reaches the database, even after a failure
             await service.sql.write_many(copied)
         report.last_seen_copied += len(copied)
@@ -161,6 +164,21 @@ async def resync(
             rowsRestored=report.rows_restored,
         )
     return report
+
+
+async def still_live(
+    botsessions: BotSessions, records: Sequence[BotSessionRecord]
+) -> list[BotSessionRecord]:
+    """The BotSessions as the API server has them now, those still live. The index the
+    records came from can lag by seconds: restoring Redis from it could bring back the keys
+    of a session cleared or expired since, or an older phase. A healthy resync has nothing
+    to restore and makes no request here."""
+    current = await asyncio.gather(*(botsessions.get(r.key) for r in records))
+    return [
+        r
+        for r in current
+        if r is not None and not r.deleting and r.phase not in (None, Phase.INACTIVE)
+    ]
 
 
 def connect_timeout_due(record: BotSessionRecord, service: SessionService) -> bool:

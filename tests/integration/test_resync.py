@@ -1,0 +1,60 @@
+"""The operator's self-healing (sessions.housekeeping.resync) on the real API server, Redis
+and the database. It works from kopf's index, which can lag the API server by seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessions.housekeeping import resync
+from sessions.model import Identity, Phase, ReportedState, SessionKey
+from sessions.redis_store import RedisStore
+from sessions.resources import KubeBotSessions
+from sessions.service import ClearFlags, SessionService
+from sessions.settings import load_settings
+from sessions.sql_store import SqlStore
+
+pytestmark = pytest.mark.integration
+
+IDENTITY = Identity("4915112345678", "Jane", "session_123")
+REDIS_ONLY = ClearFlags(session=False, redis=True, database=False)
+
+
+@pytest.fixture
+def service(
+    kube_botsessions: KubeBotSessions, redis_store: RedisStore, sql_store: SqlStore
+) -> SessionService:
+    return SessionService(
+        kube_botsessions, redis_store, sql_store, load_settings(session_ttl="24h")
+    )
+
+
+async def test_a_lagging_index_never_brings_back_a_cleared_sessions_keys(
+    service: SessionService, kube_botsessions: KubeBotSessions
+) -> None:
+    key = SessionKey("bot-1", "cleared")
+    await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    stale = await kube_botsessions.get(key)  # active: what the index still holds
+    assert stale is not None and stale.phase is Phase.ACTIVE
+    await service.clear(key.bot_id, key.user_id, REDIS_ONLY, actor="test")
+    assert await service.redis.client.keys("session:*") == []
+
+    report = await resync(service, kube_botsessions, [stale])
+
+    assert report.redis_restored == 0
+    assert await service.redis.client.keys("session:*") == []
+
+
+async def test_a_session_redis_lost_is_restored_from_the_current_botsession(
+    service: SessionService, kube_botsessions: KubeBotSessions
+) -> None:
+    key = SessionKey("bot-1", "lost")
+    await service.report(key, ReportedState.CONNECTING, identity=IDENTITY)
+    stale = await kube_botsessions.get(key)  # connecting: the index has not seen the connect
+    await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    await service.redis.client.flushall()
+
+    report = await resync(service, kube_botsessions, [stale] if stale else [])
+
+    restored = await service.redis.get(key)
+    assert report.redis_restored == 1
+    assert restored is not None and (restored.phase, restored.revision) == (Phase.ACTIVE, 2)
