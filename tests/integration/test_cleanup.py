@@ -107,14 +107,16 @@ async def test_two_sweepers_at_once_remove_each_session_exactly_once(
 
 
 async def test_heartbeats_racing_sweeps_never_lose_a_live_session(redis_store: RedisStore) -> None:
-    """Live sessions heartbeat every 50 ms with a 400 ms TTL while two sweepers run
-    back to back for 3 s; abandoned sessions must go, live ones must all stay."""
-    ttl = timedelta(milliseconds=400)
+    """Live sessions heartbeat every 50 ms with a 2 s TTL while two sweepers run back to
+    back for 5 s; abandoned sessions must go, live ones must all stay. (The TTL leaves room
+    for a loaded CI machine: a heartbeat round of 100 calls shares the loop with the
+    sweepers, and a round slower than the TTL would lose a session to Redis itself.)"""
+    ttl = timedelta(seconds=2)
     live = [SessionKey("bot-1", f"live-{i}") for i in range(100)]
     dead = [SessionKey("bot-2", f"dead-{i}") for i in range(100)]
     for key in live + dead:
         await redis_store.write(make_state(key.bot_id, key.user_id, last_seen=utcnow()), ttl)
-    stop = time.monotonic() + 3.0
+    stop = time.monotonic() + 5.0
     lost: list[SessionKey] = []
     swept_live: list[SessionKey] = []
 
