@@ -100,7 +100,8 @@ async def session_status(
     ] = None,
 ) -> StatusResponse:
     """Redis first; when Redis misses (the session is inactive or was swept) or is down, the
-    database's last state. `X-Session-Source` says which answered.
+    database's last state; when the database is down too, the BotSession itself.
+    `X-Session-Source` says which answered.
 
     Without `userId`: the bot's only session, or, when it has several, the most recently
     seen one (the live sessions in Redis first, else the database's most recent)."""
@@ -287,12 +288,13 @@ async def session_detail(
     ] = None,
 ) -> SessionDetail:
     limit = request.app.state.api_settings.history_limit if history is None else history
-    view, entries = await service.detail(SessionKey(bot_id, user_id), limit)
-    response.headers["X-Session-Source"] = view.source
+    detail = await service.detail(SessionKey(bot_id, user_id), limit)
+    response.headers["X-Session-Source"] = detail.status.source
     return SessionDetail(
-        source="redis" if view.source == "redis" else "database",
-        session=Session.of(view.state),
-        history=[TransitionOut.of(e) for e in entries],
+        source=detail.status.source,
+        session=Session.of(detail.status.state),
+        history=[TransitionOut.of(e) for e in detail.history],
+        historySource=detail.history_source,
     )
 
 

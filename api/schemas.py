@@ -329,15 +329,22 @@ class SessionDetail(BaseModel):
                     "source": "redis",
                     "session": SESSION_EXAMPLE,
                     "history": [TRANSITION_EXAMPLE],
+                    "historySource": "database",
                 }
             ]
         }
     )
 
     success: Literal[True] = True
-    source: Literal["redis", "database"] = Field(description="where the state was read")
+    source: Literal["redis", "database", "kubernetes"] = Field(
+        description="where the state was read (as X-Session-Source)"
+    )
     session: Session
     history: list[TransitionOut] = Field(description="recent transitions, newest first")
+    historySource: Literal["database", "kubernetes"] = Field(
+        description="database; kubernetes while the database is down: then only the last "
+        "few transitions the BotSession keeps"
+    )
 
 
 class Cleared(BaseModel):
@@ -502,7 +509,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 SOURCE_HEADER = {
     "X-Session-Source": {
-        "description": "where the state was read: redis, or database (Redis missed or is down)",
-        "schema": {"type": "string", "enum": ["redis", "database"]},
+        "description": "where the state was read: redis; database (Redis missed or is down);"
+        " kubernetes (the database is down too: the BotSession, lastSeen up to a minute behind)",
+        "schema": {"type": "string", "enum": ["redis", "database", "kubernetes"]},
     }
 }

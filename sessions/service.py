@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from sessions.botsessions import BotSessionRecord, BotSessions, DeleteOutcome
 from sessions.cleanup import SweepResult
@@ -53,10 +54,23 @@ class ReportResult:
     database_pending: bool = False
 
 
+# where a state was read: "kubernetes" when Redis and the database could not answer
+StateSource = Literal["redis", "database", "kubernetes"]
+# where history was read: "kubernetes" (the BotSession's last transitions) when the database is down
+HistorySource = Literal["database", "kubernetes"]
+
+
 @dataclass(frozen=True)
 class StatusView:
     state: SessionState
-    source: str  # "redis" or "database"
+    source: StateSource
+
+
+@dataclass(frozen=True)
+class DetailView:
+    status: StatusView
+    history: list[HistoryEntry]  # newest first
+    history_source: HistorySource
 
 
 @dataclass(frozen=True)
@@ -257,7 +271,8 @@ class SessionService:
         return beat
 
     async def status(self, bot_id: str, user_id: str | None = None) -> StatusView:
-        """Redis first; the database's last state when Redis misses or is down.
+        """Redis first; the database's last state when Redis misses or is down; the
+        BotSession itself when the database is down too.
 
         Without a userId: the bot's most recently seen session.
         """
@@ -268,11 +283,35 @@ class SessionService:
                 return StatusView(state, "redis")
         except StoreUnavailable:
             pass  # logged by the store; the database answers
-        fallback = await (self.sql.get(key) if key else self.sql.most_recent(bot_id))
+        try:
+            fallback = await (self.sql.get(key) if key else self.sql.most_recent(bot_id))
+        except StoreUnavailable as database_down:
+            return StatusView(
+                await self._state_from_botsessions(bot_id, key, database_down), "kubernetes"
+            )
         if fallback is None:
-            who = f"{bot_id}:{user_id}" if user_id else f"bot {bot_id}"
-            raise SessionNotFound(f"no session for {who}")
+            raise SessionNotFound(f"no session for {_who(bot_id, user_id)}")
         return StatusView(fallback, "database")
+
+    async def _state_from_botsessions(
+        self, bot_id: str, key: SessionKey | None, database_down: StoreUnavailable
+    ) -> SessionState:
+        """The last resort of status(): the source of truth, at one API server read. Its
+        lastSeen lags Redis's by up to the last-seen drift. Kubernetes down as well: the
+        database's error stands (503)."""
+        try:
+            if key is not None:
+                record = await self.botsessions.get(key)
+                candidates = [record] if record is not None else []
+            else:
+                candidates = await self.botsessions.list_bot(bot_id)
+        except StoreUnavailable:
+            raise database_down from None
+        live = [r for r in candidates if r.phase is not None and not r.deleting]
+        if not live:
+            raise SessionNotFound(f"no session for {_who(bot_id, key.user_id if key else None)}")
+        newest = max(live, key=lambda r: r.last_seen or r.created_at)
+        return state_of(newest, newest.last_seen or newest.created_at, self.settings)
 
     async def list_bot(
         self, bot_id: str, phase: Phase | None = None, limit: int = 50, offset: int = 0
@@ -291,12 +330,19 @@ class SessionService:
         ]
         return merged, total
 
-    async def detail(
-        self, key: SessionKey, history: int = 20
-    ) -> tuple[StatusView, list[HistoryEntry]]:
+    async def detail(self, key: SessionKey, history: int = 20) -> DetailView:
+        """The status, and the newest `history` transitions from the database; while the
+        database is down, the few the BotSession keeps (resources.RECENT_TRANSITIONS)."""
         view = await self.status(key.bot_id, key.user_id)
-        entries = await self.sql.history(key, history)
-        return view, entries
+        try:
+            return DetailView(view, await self.sql.history(key, history), "database")
+        except StoreUnavailable as database_down:
+            try:
+                record = await self.botsessions.get(key)
+            except StoreUnavailable:
+                raise database_down from None
+            recent = list(reversed(record.recent))[:history] if record else []
+            return DetailView(view, recent, "kubernetes")
 
     # --- clearing ----------------------------------------------------------------------
 
@@ -449,3 +495,7 @@ class SessionService:
         )
         await self.sql.record_cleanup_run(run)
         return run
+
+
+def _who(bot_id: str, user_id: str | None) -> str:
+    return f"{bot_id}:{user_id}" if user_id else f"bot {bot_id}"

@@ -32,6 +32,7 @@ from api.settings import ApiSettings
 from api.status_fast_path import StatusFastPath
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
+from devstack.postgres_server import PostgresServer
 from devstack.process import free_port
 from devstack.redis_server import RedisServer
 from sessions.logs import JsonFormatter
@@ -687,6 +688,44 @@ async def test_the_database_answers_while_the_redis_server_is_stopped(
             assert ready.status_code == 200
             assert ready.json()["checks"]["redis"]["ok"] is False
             assert ready.json()["checks"]["database"]["ok"] is True
+
+
+async def test_the_botsession_answers_while_redis_and_the_database_are_both_down(
+    controlplane: ControlPlane, namespace: str
+) -> None:
+    """The source of truth is the last resort of the reads: real servers, really stopped."""
+    with RedisServer() as redis, PostgresServer() as postgres:
+        async with serve(controlplane.kubeconfig, namespace, redis.url, postgres.url()) as api:
+            assert (await api.report("connected", **IDENTITY)).status_code == 201
+            redis.stop()
+            postgres.stop()
+            response = await api.status(userId=USER)
+            assert response.status_code == 200, response.text
+            assert response.headers["X-Session-Source"] == "kubernetes"
+            assert response.json() == {
+                "success": True,
+                "status": "active",
+                "lastSeen": response.json()["lastSeen"],
+                "phoneNumber": PHONE,
+                "displayName": "Jane",
+                "sessionId": "session_123",
+            }
+            without_user = await api.status()
+            assert without_user.headers["X-Session-Source"] == "kubernetes"
+            assert without_user.json()["status"] == "active"
+            detail = await api.client.get(f"{V1}/sessions/{BOT}/{USER}", headers=auth("reader"))
+            assert detail.status_code == 200, detail.text
+            body = detail.json()
+            assert (body["source"], body["historySource"]) == ("kubernetes", "kubernetes")
+            assert [(t["to"], t["reason"]) for t in body["history"]] == [
+                ("active", "Connected"),
+                ("connecting", "Created"),
+            ]
+            assert (await api.status(userId="nobody")).status_code == 404
+            # what needs the database still says so
+            listing = await api.client.get(f"{V1}/sessions/{BOT}", headers=auth("reader"))
+            assert listing.status_code == 503
+            assert listing.json()["error"]["store"] == "database"
 
 
 # --- heartbeat -------------------------------------------------------------------------

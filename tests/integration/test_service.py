@@ -236,6 +236,55 @@ async def test_database_down_on_report_says_pending(
     await dead.close()
 
 
+def unreachable_database() -> SqlStore:
+    from sessions.sql_store import create_engine
+
+    return SqlStore(create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none"))
+
+
+async def test_with_the_database_down_too_the_botsession_answers(
+    botsessions: BotSessions, redis_store: RedisStore, clock: Clock
+) -> None:
+    dead = unreachable_database()
+    service = SessionService(botsessions, redis_store, dead, load_settings(), clock)
+    await service.report(SessionKey("bot-1", "older"), ReportedState.CONNECTING)
+    clock.advance(minutes=1)
+    await service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
+    await redis_store.client.flushall()  # Redis misses, the database cannot answer
+
+    view = await service.status("bot-1", KEY.user_id)
+    assert (view.source, view.state.phase, view.state.identity) == (
+        "kubernetes",
+        Phase.ACTIVE,
+        IDENTITY,
+    )
+    newest = await service.status("bot-1")
+    assert (newest.source, newest.state.key) == ("kubernetes", KEY)
+    detail = await service.detail(KEY, history=1)
+    assert detail.history_source == "kubernetes"
+    assert [(e.to_phase, e.reason) for e in detail.history] == [(Phase.ACTIVE, Reason.CONNECTED)]
+    with pytest.raises(SessionNotFound):
+        await service.status("bot-1", "nobody")
+    with pytest.raises(SessionNotFound):
+        await service.status("no-such-bot")
+    await dead.close()
+
+
+async def test_with_kubernetes_down_as_well_the_database_error_stands(
+    memory_service: SessionService, memory_botsessions: InMemoryBotSessions
+) -> None:
+    await memory_service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
+    await memory_service.redis.client.flushall()
+    dead = unreachable_database()
+    service = SessionService(
+        memory_botsessions, memory_service.redis, dead, memory_service.settings
+    )
+    memory_botsessions.unavailable = True
+    with pytest.raises(StoreUnavailable, match="database"):
+        await service.status("bot-1", KEY.user_id)
+    await dead.close()
+
+
 async def test_status_reads_redis_first_then_the_database(
     service: SessionService, redis_store: RedisStore
 ) -> None:
@@ -318,9 +367,10 @@ async def test_list_bot_is_paginated_and_filtered(service: SessionService, clock
 
 async def test_detail_has_recent_history(service: SessionService) -> None:
     await service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
-    view, history = await service.detail(KEY)
-    assert view.state.phase is Phase.ACTIVE
-    assert [e.to_phase for e in history] == [Phase.ACTIVE, Phase.CONNECTING]
+    detail = await service.detail(KEY)
+    assert detail.status.state.phase is Phase.ACTIVE
+    assert [e.to_phase for e in detail.history] == [Phase.ACTIVE, Phase.CONNECTING]
+    assert detail.history_source == "database"
 
 
 FLAG_COMBINATIONS = [ClearFlags(*combo) for combo in itertools.product([True, False], repeat=3)]
