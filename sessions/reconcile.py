@@ -20,14 +20,16 @@ from sessions.model import (
     Phase,
     Reason,
     RevisionConflict,
+    SessionState,
     StoreUnavailable,
     Transition,
     format_time,
 )
-from sessions.service import SessionService, state_of
+from sessions.service import SessionService, pending_if_down, state_of
 
 log = logging.getLogger(__name__)
 ACTOR = "operator"
+RETRYING = "the controller retries"
 
 
 @dataclass
@@ -54,41 +56,29 @@ async def reconcile(record: BotSessionRecord, service: SessionService) -> SyncOu
             record = fresh
     outcome = SyncOutcome(record)
     state = state_of(record, record.last_seen or record.created_at, service.settings)
-    ttl = record.ttl(service.settings.session_ttl)
-    try:
-        if record.phase is not Phase.INACTIVE:
-            await service.redis.write(state, ttl)
-        else:  # Redis keeps live sessions only: just replace an older live copy
-            held = await service.redis.get(record.key)
-            if held is not None and held.revision < record.revision:
-                if record.reason is Reason.CLEARED:  # a clear removed the keys: keep them gone
-                    await service.redis.remove(record.key)
-                else:
-                    await service.redis.write(state, ttl)
-    except StoreUnavailable as exc:
+    if await pending_if_down(_copy_to_redis(record, state, service), "redis", record.key, RETRYING):
         outcome.pending.append("redis")
-        event(
-            log,
-            "redis sync pending",
-            logging.WARNING,
-            botId=record.key.bot_id,
-            userId=record.key.user_id,
-            error=str(exc),
-        )
-    try:
-        await service.sql.write(state, record.recent)
-    except StoreUnavailable as exc:
+    database = service.sql.write(state, record.recent)
+    if await pending_if_down(database, "database", record.key, RETRYING):
         outcome.pending.append("database")
-        event(
-            log,
-            "database sync pending",
-            logging.WARNING,
-            botId=record.key.bot_id,
-            userId=record.key.user_id,
-            error=str(exc),
-        )
     outcome.unannounced = [e for e in record.recent if e.revision > record.synced_revision]
     return outcome
+
+
+async def _copy_to_redis(
+    record: BotSessionRecord, state: SessionState, service: SessionService
+) -> None:
+    ttl = record.ttl(service.settings.session_ttl)
+    if record.phase is not Phase.INACTIVE:
+        await service.redis.write(state, ttl)
+        return
+    # Redis keeps live sessions only: just replace an older live copy
+    held = await service.redis.get(record.key)
+    if held is not None and held.revision < record.revision:
+        if record.reason is Reason.CLEARED:  # a clear removed the keys: keep them gone
+            await service.redis.remove(record.key)
+        else:
+            await service.redis.write(state, ttl)
 
 
 async def cleanup_deleted(record: BotSessionRecord, service: SessionService) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -169,31 +169,13 @@ class SessionService:
         self, state: SessionState, entries: Sequence[HistoryEntry], ttl_record: BotSessionRecord
     ) -> tuple[bool, bool]:
         """Write Redis and the database; returns (redis_pending, database_pending)."""
-        redis_pending = database_pending = False
-        try:
-            await self.redis.write(state, ttl_record.ttl(self.settings.session_ttl))
-        except StoreUnavailable as exc:
-            redis_pending = True
-            event(
-                log,
-                "redis write pending; the controller will heal it",
-                logging.WARNING,
-                botId=state.key.bot_id,
-                userId=state.key.user_id,
-                error=str(exc),
-            )
-        try:
-            await self.sql.write(state, entries)
-        except StoreUnavailable as exc:
-            database_pending = True
-            event(
-                log,
-                "database write pending; the controller will backfill it",
-                logging.WARNING,
-                botId=state.key.bot_id,
-                userId=state.key.user_id,
-                error=str(exc),
-            )
+        ttl = ttl_record.ttl(self.settings.session_ttl)
+        redis_pending = await pending_if_down(
+            self.redis.write(state, ttl), "redis", state.key, "the controller will heal it"
+        )
+        database_pending = await pending_if_down(
+            self.sql.write(state, entries), "database", state.key, "the controller will backfill it"
+        )
         return redis_pending, database_pending
 
     async def report(
@@ -495,6 +477,24 @@ class SessionService:
         )
         await self.sql.record_cleanup_run(run)
         return run
+
+
+async def pending_if_down(write: Awaitable[object], store: str, key: SessionKey, then: str) -> bool:
+    """Await one store write. When the store is down, log it with what happens next and
+    return True: the write is pending (the BotSession already holds the truth)."""
+    try:
+        await write
+    except StoreUnavailable as exc:
+        event(
+            log,
+            f"{store} write pending; {then}",
+            logging.WARNING,
+            botId=key.bot_id,
+            userId=key.user_id,
+            error=str(exc),
+        )
+        return True
+    return False
 
 
 def _who(bot_id: str, user_id: str | None) -> str:
