@@ -647,6 +647,24 @@ async def requests_counted(api: Api, route: str, status: int) -> float:
     return 0.0
 
 
+async def assert_status_answered_by(api: Api, source: str) -> None:
+    """Both forms of session-status give the connected session, read from `source`."""
+    response = await api.status(userId=USER)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Session-Source"] == source
+    assert response.json() == {
+        "success": True,
+        "status": "active",
+        "lastSeen": response.json()["lastSeen"],
+        "phoneNumber": PHONE,
+        "displayName": "Jane",
+        "sessionId": "session_123",
+    }
+    without_user = await api.status()
+    assert without_user.headers["X-Session-Source"] == source
+    assert without_user.json()["status"] == "active"
+
+
 async def test_the_database_answers_while_the_redis_server_is_stopped(
     controlplane: ControlPlane, namespace: str, database_url: str
 ) -> None:
@@ -654,19 +672,7 @@ async def test_the_database_answers_while_the_redis_server_is_stopped(
         async with serve(controlplane.kubeconfig, namespace, private.url, database_url) as api:
             assert (await api.report("connected", **IDENTITY)).status_code == 201
             private.stop()
-            response = await api.status(userId=USER)
-            assert response.status_code == 200, response.text
-            assert response.headers["X-Session-Source"] == "database"
-            assert response.json() == {
-                "success": True,
-                "status": "active",
-                "lastSeen": response.json()["lastSeen"],
-                "phoneNumber": PHONE,
-                "displayName": "Jane",
-                "sessionId": "session_123",
-            }
-            without_user = await api.status()
-            assert without_user.headers["X-Session-Source"] == "database"
+            await assert_status_answered_by(api, "database")
             detail = await api.client.get(f"{V1}/sessions/{BOT}/{USER}", headers=auth("reader"))
             assert detail.status_code == 200 and detail.json()["source"] == "database"
             # a report still reaches the BotSession and the database; Redis is pending
@@ -699,20 +705,7 @@ async def test_the_botsession_answers_while_redis_and_the_database_are_both_down
             assert (await api.report("connected", **IDENTITY)).status_code == 201
             redis.stop()
             postgres.stop()
-            response = await api.status(userId=USER)
-            assert response.status_code == 200, response.text
-            assert response.headers["X-Session-Source"] == "kubernetes"
-            assert response.json() == {
-                "success": True,
-                "status": "active",
-                "lastSeen": response.json()["lastSeen"],
-                "phoneNumber": PHONE,
-                "displayName": "Jane",
-                "sessionId": "session_123",
-            }
-            without_user = await api.status()
-            assert without_user.headers["X-Session-Source"] == "kubernetes"
-            assert without_user.json()["status"] == "active"
+            await assert_status_answered_by(api, "kubernetes")
             detail = await api.client.get(f"{V1}/sessions/{BOT}/{USER}", headers=auth("reader"))
             assert detail.status_code == 200, detail.text
             body = detail.json()
