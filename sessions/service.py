@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from sessions.botsessions import BotSessionRecord, BotSessions, DeleteOutcome
 from sessions.cleanup import SweepResult
@@ -53,6 +53,8 @@ class ReportResult:
     redis_pending: bool = False
     database_pending: bool = False
 
+
+T = TypeVar("T")
 
 # where a state was read: "kubernetes" when Redis and the database could not answer
 StateSource = Literal["redis", "database", "kubernetes"]
@@ -281,14 +283,13 @@ class SessionService:
         """The last resort of status(): the source of truth, at one API server read. Its
         lastSeen lags Redis's by up to the last-seen drift. Kubernetes down as well: the
         database's error stands (503)."""
-        try:
-            if key is not None:
-                record = await self.botsessions.get(key)
-                candidates = [record] if record is not None else []
-            else:
-                candidates = await self.botsessions.list_bot(bot_id)
-        except StoreUnavailable:
-            raise database_down from None
+        if key is not None:
+            record = await self._instead_of_database(self.botsessions.get(key), database_down)
+            candidates = [record] if record is not None else []
+        else:
+            candidates = await self._instead_of_database(
+                self.botsessions.list_bot(bot_id), database_down
+            )
         live = [r for r in candidates if r.phase is not None and not r.deleting]
         if not live:
             raise SessionNotFound(f"no session for {_who(bot_id, key.user_id if key else None)}")
@@ -316,15 +317,26 @@ class SessionService:
         """The status, and the newest `history` transitions from the database; while the
         database is down, the few the BotSession keeps (resources.RECENT_TRANSITIONS)."""
         view = await self.status(key.bot_id, key.user_id)
-        try:
-            return DetailView(view, await self.sql.history(key, history), "database")
-        except StoreUnavailable as database_down:
+        database_down: StoreUnavailable | None = None
+        if view.source != "kubernetes":  # else the status has just found the database down
             try:
-                record = await self.botsessions.get(key)
-            except StoreUnavailable:
-                raise database_down from None
-            recent = list(reversed(record.recent))[:history] if record else []
-            return DetailView(view, recent, "kubernetes")
+                return DetailView(view, await self.sql.history(key, history), "database")
+            except StoreUnavailable as exc:
+                database_down = exc
+        record = await self._instead_of_database(self.botsessions.get(key), database_down)
+        recent = list(reversed(record.recent))[:history] if record else []
+        return DetailView(view, recent, "kubernetes")
+
+    @staticmethod
+    async def _instead_of_database(read: Awaitable[T], database_down: StoreUnavailable | None) -> T:
+        """A BotSession read standing in for the database. When the API server cannot
+        answer either, the database's error is the one reported."""
+        try:
+            return await read
+        except StoreUnavailable:
+            if database_down is None:
+                raise
+            raise database_down from None
 
     # --- clearing ----------------------------------------------------------------------
 

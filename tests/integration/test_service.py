@@ -267,6 +267,12 @@ async def test_with_the_database_down_too_the_botsession_answers(
         await service.status("bot-1", "nobody")
     with pytest.raises(SessionNotFound):
         await service.status("no-such-bot")
+    # Redis answers again (a report of the current phase rewrites what it lost); the
+    # history still has to come from the BotSession
+    await service.report(KEY, ReportedState.CONNECTED)
+    detail = await service.detail(KEY)
+    assert (detail.status.source, detail.history_source) == ("redis", "kubernetes")
+    assert [e.to_phase for e in detail.history] == [Phase.ACTIVE, Phase.CONNECTING]
     await dead.close()
 
 
