@@ -28,6 +28,7 @@ from sessions.logs import event
 from sessions.model import (
     InvalidSessionInput,
     RevisionConflict,
+    SessionDeleting,
     SessionError,
     SessionInactive,
     SessionNotFound,
@@ -51,6 +52,7 @@ STATUS_OF: dict[type[SessionError], int] = {
     TransitionRefused: 409,
     SessionNotFound: 404,
     SessionInactive: 409,
+    SessionDeleting: 409,
     RevisionConflict: 409,
     StoreUnavailable: 503,
 }
@@ -126,6 +128,8 @@ def session_error_response(exc: SessionError) -> JSONResponse:
             "requested": exc.target.value,
             "allowed": [phase.value for phase in exc.allowed],
         }
+    elif isinstance(exc, SessionDeleting):
+        headers = retry_after_header(DEFAULT_RETRY_AFTER)  # it is gone within moments
     elif isinstance(exc, StoreUnavailable):
         details = {"store": exc.store}
         headers = retry_after_header(exc.retry_after)

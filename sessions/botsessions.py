@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sessions.model import HistoryEntry, Identity, Phase, Reason, SessionKey
+from sessions.model import HistoryEntry, Identity, Phase, Reason, SessionKey, Version
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,15 @@ class BotSessionRecord:
     synced_revision: int = 0  # the revision the controller copied to Redis and the database
     uid: str = ""
     generation: int = 0
+    incarnation: int = 0  # set with the first phase (sessions.model.Version)
+    created_by_api: bool = False  # the API gives it its first phase; the operator waits
 
     def ttl(self, default: timedelta) -> timedelta:
         return timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else default
+
+    @property
+    def version(self) -> Version:
+        return Version(self.incarnation, self.revision)
 
 
 class DeleteOutcome(enum.StrEnum):
@@ -52,8 +58,10 @@ class BotSessions(Protocol):
 
     async def create(
         self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
-    ) -> BotSessionRecord:
-        """Create it (status empty); if it already exists, return the existing one."""
+    ) -> tuple[BotSessionRecord, bool]:
+        """Create it (status empty) and return it with True; if it already exists, return
+        the existing one with False (so exactly one of concurrent creators says created).
+        Raises SessionDeleting while an earlier incarnation is still being deleted."""
 
     async def set_phase(
         self,
@@ -63,11 +71,21 @@ class BotSessions(Protocol):
         expires_at: datetime,
     ) -> BotSessionRecord:
         """Compare-and-swap: apply the transition `entry` (revision = record.revision + 1)
-        only if the stored revision is still record.revision. Raises RevisionConflict when
-        it is not, TransitionRefused when the server refuses the transition."""
+        only if the stored revision is still record.revision and the object is not being
+        deleted. Raises RevisionConflict when it is not, SessionDeleting when it is being
+        deleted, TransitionRefused when the server refuses the transition."""
 
     async def delete(self, key: SessionKey, wait: timedelta) -> DeleteOutcome:
         """Request deletion and wait up to `wait` for the object to disappear."""
+
+    async def delete_unchanged(self, record: BotSessionRecord) -> bool:
+        """Delete exactly this version of the object (preconditions on uid and
+        resourceVersion); False when it changed or went meanwhile."""
+
+    async def touch(
+        self, record: BotSessionRecord, last_seen: datetime, expires_at: datetime
+    ) -> None:
+        """Copy lastSeen/expiresAt into the status (no phase change, no compare-and-swap)."""
 
     async def list_bot(self, bot_id: str) -> list[BotSessionRecord]:
         """Every BotSession of a bot."""

@@ -73,6 +73,13 @@ REVISION_RULE = (
 )
 
 
+INCARNATION_RULE = (
+    "!has(oldSelf.status) || !has(oldSelf.status.incarnation) || "
+    "(has(self.status) && has(self.status.incarnation) && "
+    "self.status.incarnation == oldSelf.status.incarnation)"
+)
+
+
 def _id_field(description: str) -> dict[str, Any]:
     return {
         "type": "string",
@@ -149,6 +156,14 @@ def status_schema() -> dict[str, Any]:
                 "format": "int64",
                 "minimum": 0,
                 "description": "Incremented by every phase change (compare-and-swap).",
+            },
+            "incarnation": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "description": "Set with the first phase (epoch milliseconds): a BotSession "
+                "created again for the same user is a new incarnation, newer in Redis and "
+                "the database than the deleted one whatever their revisions.",
             },
             "lastSeen": _RFC3339,
             "expiresAt": _RFC3339,
@@ -230,6 +245,12 @@ def crd() -> dict[str, Any]:
                 "every phase change",
                 "reason": "FieldValueInvalid",
                 "fieldPath": ".status.revision",
+            },
+            {
+                "rule": INCARNATION_RULE,
+                "message": "status.incarnation is immutable once set",
+                "reason": "FieldValueInvalid",
+                "fieldPath": ".status.incarnation",
             },
         ],
     }

@@ -32,8 +32,7 @@ from sessions.model import (
     StoreUnavailable,
     Transition,
 )
-from sessions.reconcile import ACTOR
-from sessions.resources import KubeBotSessions
+from sessions.reconcile import ACTOR, first_phase_awaited, give_first_phase
 from sessions.service import SessionService, state_of
 from sessions.sql_store import CleanupRun
 
@@ -56,22 +55,34 @@ def changed_at(record: BotSessionRecord) -> datetime:
     return record.last_seen or record.created_at
 
 
+def retirable(record: BotSessionRecord, retention: timedelta, now: datetime) -> bool:
+    return (
+        record.phase is Phase.INACTIVE
+        and not record.deleting
+        and changed_at(record) + retention <= now
+    )
+
+
 async def retire_inactive(
     service: SessionService,
-    botsessions: KubeBotSessions,
+    botsessions: BotSessions,
     records: Sequence[BotSessionRecord],
     now: datetime,
 ) -> list[SessionKey]:
-    """Delete BotSessions inactive for longer than the retention (the finalizer cleans up)."""
+    """Delete BotSessions inactive for longer than the retention (the finalizer cleans up).
+
+    `records` may lag the API server (an index): each candidate is read again right before
+    its deletion, and deleted only as read (preconditions on uid and resourceVersion), so a
+    session that reconnected meanwhile stays, with its Redis keys."""
     retention = service.settings.inactive_retention
     retired = []
-    for record in records:
-        if (
-            record.phase is Phase.INACTIVE
-            and not record.deleting
-            and changed_at(record) + retention <= now
-        ):
-            await botsessions.delete(record.key, wait=timedelta(0))
+    for candidate in records:
+        if not retirable(candidate, retention, now):
+            continue
+        record = await botsessions.get(candidate.key)
+        if record is None or not retirable(record, retention, now):
+            continue
+        if await botsessions.delete_unchanged(record):
             retired.append(record.key)
             event(
                 log, "inactive session retired", botId=record.key.bot_id, userId=record.key.user_id
@@ -81,7 +92,7 @@ async def retire_inactive(
 
 async def run_sweep(
     service: SessionService,
-    botsessions: KubeBotSessions,
+    botsessions: BotSessions,
     records: Sequence[BotSessionRecord],
     runner: str,
 ) -> SweepReport:
@@ -114,7 +125,7 @@ class ResyncReport:
 
 async def resync(
     service: SessionService,
-    botsessions: KubeBotSessions,
+    botsessions: BotSessions,
     records: Sequence[BotSessionRecord],
     batch: int = 500,
 ) -> ResyncReport:
@@ -132,9 +143,9 @@ async def resync(
             for record, held in zip(
                 chunk, await service.redis.get_many([r.key for r in chunk]), strict=True
             ):
-                if held is None or held.revision < record.revision:
+                if held is None or held.version < record.version:
                     behind.append(record)
-                elif held.revision == record.revision and (
+                elif held.version == record.version and (
                     record.last_seen is None
                     or held.last_seen - record.last_seen > settings.last_seen_drift
                 ):
@@ -147,9 +158,10 @@ async def resync(
         finally:  # what reached the BotSessions reaches the database, even after a failure
             await service.sql.write_many(copied)
         report.last_seen_copied += len(copied)
-    stored = await service.sql.revisions()
+    stored = await service.sql.versions()
     for record in present:
-        if stored.get(record.key, -1) < record.revision:
+        row = stored.get(record.key)
+        if row is None or row < record.version:
             full = await botsessions.get(record.key)
             if full is not None and full.phase is not None:
                 state = state_of(full, full.last_seen or full.created_at, settings)
@@ -186,6 +198,26 @@ def connect_timeout_due(record: BotSessionRecord, service: SessionService) -> bo
         record.phase is Phase.CONNECTING
         and changed_at(record) + service.settings.connect_timeout <= service.now()
     )
+
+
+async def adopt_phaseless(
+    service: SessionService, botsessions: BotSessions, records: Sequence[BotSessionRecord]
+) -> int:
+    """Give the first phase to BotSessions the API created but did not give one within the
+    grace (the API died between its create and its first compare-and-swap). Returns how many
+    it gave; each is read again first, so one the API got to meanwhile is left alone."""
+    grace, now = service.settings.first_phase_grace, service.now()
+    adopted = 0
+    for candidate in records:
+        if candidate.phase is not None or candidate.deleting or not candidate.created_by_api:
+            continue
+        if first_phase_awaited(candidate, now, grace):
+            continue
+        record = await botsessions.get(candidate.key)
+        if record is not None and record.phase is None and not record.deleting:
+            await give_first_phase(record, service)
+            adopted += 1
+    return adopted
 
 
 async def time_out_connecting(

@@ -111,6 +111,13 @@ class SessionInactive(SessionError):
     code = "session_inactive"
 
 
+class SessionDeleting(SessionError):
+    """The BotSession is being deleted: it takes no more transitions. Its user may report
+    again once it is gone (a new incarnation)."""
+
+    code = "session_deleting"
+
+
 class RevisionConflict(SessionError):
     """Someone else changed the session first (compare-and-swap lost): re-read and retry."""
 
@@ -257,6 +264,23 @@ class Identity:
             raise InvalidSessionInput("sessionId must be at most 256 characters")
 
 
+@dataclass(frozen=True, order=True)
+class Version:
+    """Which write of a session is newer: the incarnation first, then the revision.
+
+    A BotSession deleted and created again for the same (botId, userId) is a new
+    incarnation whose revisions start again at 1; its incarnation (the epoch milliseconds
+    of its first phase) is larger than any earlier one's, so the stores take its writes.
+    BotSessions from before incarnations existed have incarnation 0.
+    """
+
+    incarnation: int
+    revision: int
+
+    def __str__(self) -> str:
+        return f"{self.incarnation}:{self.revision}"
+
+
 @dataclass(frozen=True)
 class SessionState:
     """One session's state as the stores hold it."""
@@ -269,6 +293,11 @@ class SessionState:
     expires_at: datetime
     created_at: datetime
     identity: Identity = field(default_factory=Identity)
+    incarnation: int = 0
+
+    @property
+    def version(self) -> Version:
+        return Version(self.incarnation, self.revision)
 
     def with_phase(
         self, transition: Transition, revision: int, now: datetime, ttl: timedelta
@@ -305,7 +334,7 @@ def to_millis(moment: datetime) -> int:
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One recorded transition; (key, revision) identifies it."""
+    """One recorded transition; (key, incarnation, revision) identifies it."""
 
     key: SessionKey
     revision: int
@@ -314,3 +343,8 @@ class HistoryEntry:
     reason: Reason
     actor: str
     at: datetime
+    incarnation: int = 0
+
+    @property
+    def version(self) -> Version:
+        return Version(self.incarnation, self.revision)

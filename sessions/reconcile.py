@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sessions.botsessions import BotSessionRecord
@@ -23,6 +23,7 @@ from sessions.model import (
     SessionState,
     StoreUnavailable,
     Transition,
+    Version,
     format_time,
 )
 from sessions.service import SessionService, pending_if_down, state_of
@@ -43,17 +44,35 @@ class SyncOutcome:
         return not self.pending
 
 
+def first_phase_awaited(record: BotSessionRecord, now: datetime, grace: timedelta) -> bool:
+    """The API created this BotSession and writes its first phase right after: leave it to
+    the API (its reporter is revision 1's actor) unless it has not done so within `grace`
+    (it may have died in between; the housekeeping then gives the phase)."""
+    return (
+        record.phase is None
+        and record.created_by_api
+        and not record.deleting
+        and now - record.created_at < grace
+    )
+
+
+async def give_first_phase(record: BotSessionRecord, service: SessionService) -> BotSessionRecord:
+    """`connecting` (Created) for a BotSession without a phase; the record as it is then."""
+    first = Transition(None, Phase.CONNECTING, Reason.CREATED)
+    try:
+        record, _ = await service.transition(record, [first], ACTOR, service.now())
+    except RevisionConflict:
+        # the API creates a BotSession and then writes its first phase: it won the race
+        fresh = await service.botsessions.get(record.key)
+        if fresh is None or fresh.phase is None:
+            raise
+        record = fresh
+    return record
+
+
 async def reconcile(record: BotSessionRecord, service: SessionService) -> SyncOutcome:
     if record.phase is None:
-        first = Transition(None, Phase.CONNECTING, Reason.CREATED)
-        try:
-            record, _ = await service.transition(record, [first], ACTOR, service.now())
-        except RevisionConflict:
-            # the API creates a BotSession and then writes its first phase: it won the race
-            fresh = await service.botsessions.get(record.key)
-            if fresh is None or fresh.phase is None:
-                raise
-            record = fresh
+        record = await give_first_phase(record, service)
     outcome = SyncOutcome(record)
     state = state_of(record, record.last_seen or record.created_at, service.settings)
     if await pending_if_down(_copy_to_redis(record, state, service), "redis", record.key, RETRYING):
@@ -74,24 +93,30 @@ async def _copy_to_redis(
         return
     # Redis keeps live sessions only: just replace an older live copy
     held = await service.redis.get(record.key)
-    if held is not None and held.revision < record.revision:
+    if held is not None and held.version < record.version:
         if record.reason is Reason.CLEARED:  # a clear removed the keys: keep them gone
-            await service.redis.remove(record.key)
+            await service.redis.remove(record.key, record.version)
         else:
             await service.redis.write(state, ttl)
 
 
 async def cleanup_deleted(record: BotSessionRecord, service: SessionService) -> list[str]:
-    """Remove the Redis keys and mark the database row ended; idempotent. Returns what is
-    still pending (the finalizer retries until nothing is)."""
+    """Remove the Redis keys (leaving a tombstone of this version, so no older writer brings
+    them back) and mark the database row ended; idempotent. Returns what is still pending
+    (the finalizer retries until nothing is).
+
+    The row's ended state takes revision + 1 without a transition of the BotSession: an
+    object being deleted takes no more transitions (resources.phase_patch tests for it), so
+    no writer can take that revision any more."""
     pending = []
     try:
-        await service.redis.remove(record.key)
+        await service.redis.remove(record.key, record.version)
     except StoreUnavailable:
         pending.append("redis")
+    ended = Version(record.incarnation, record.revision + 1)
     try:
         await service.sql.mark_ended(
-            record.key, Reason.CLEARED, record.revision + 1, service.now(), f"{ACTOR}:deleted"
+            record.key, Reason.CLEARED, ended, service.now(), f"{ACTOR}:deleted"
         )
     except StoreUnavailable:
         pending.append("database")

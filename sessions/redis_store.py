@@ -8,6 +8,9 @@ Contract keys (other services may read them; names and fields are fixed by the r
 Project indexes (outside the session: prefix, so a scan of session:* sees contract keys only):
   botsession:expiry                zset: member <botId>:<userId>, score = when it is due (ms)
   botsession:bot:<botId>           zset: member <userId>, score = lastSeen (ms)
+  botsession:removed:<botId>:<userId>  string "<incarnation>:<revision>": the newest version
+                                   a removal took away (a tombstone, kept tombstone_ttl); writes
+                                   at or below it are ignored, so removals stick
 
 Every multi-key change is one Lua script (sessions/lua/), so no reader sees half a write.
 No method here scans the keyspace.
@@ -16,8 +19,7 @@ No method here scans the keyspace.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -39,6 +41,7 @@ from sessions.model import (
     SessionKey,
     SessionState,
     StoreUnavailable,
+    Version,
     parse_time,
     to_millis,
 )
@@ -63,6 +66,10 @@ def expiry_key(key: SessionKey) -> str:
 
 def bot_index_key(bot_id: str) -> str:
     return f"botsession:bot:{bot_id}"
+
+
+def tombstone_key(key: SessionKey) -> str:
+    return f"botsession:removed:{key.bot_id}:{key.user_id}"
 
 
 def member_of(key: SessionKey) -> str:
@@ -105,6 +112,7 @@ class SweptSession(NamedTuple):
     status: str  # the phase Redis held; "" when the hash was already gone; MALFORMED
     last_seen_text: str  # lastSeen as stored, "" when gone
     revision_text: str  # "" when gone
+    incarnation_text: str  # "" when gone or written before incarnations
 
     @property
     def why(self) -> str:
@@ -129,11 +137,24 @@ class SweptSession(NamedTuple):
     def revision(self) -> int | None:
         return int(self.revision_text) if self.revision_text else None
 
+    @property
+    def version(self) -> Version | None:
+        """The version removed; None when Redis had already dropped the hash."""
+        if not self.revision_text:
+            return None
+        return Version(int(self.incarnation_text or 0), int(self.revision_text))
+
 
 def _swept(rows: list[str]) -> list[SweptSession]:
-    """The sweep script's flat reply (member, status, lastSeen, revision, ...) as sessions."""
+    """The sweep script's flat reply (member, status, lastSeen, revision, incarnation, ...)
+    as sessions."""
     each = iter(rows)
-    return list(map(SweptSession._make, zip(each, each, each, each, strict=True)))
+    return list(map(SweptSession._make, zip(each, each, each, each, each, strict=True)))
+
+
+def seconds_text(ttl: timedelta) -> str:
+    """A TTL in seconds as plain decimal text: 1209600, or 0.4 (never 1.2096e+06)."""
+    return format(ttl.total_seconds(), "f").rstrip("0").rstrip(".")
 
 
 def connect(
@@ -182,8 +203,11 @@ def connect(
 class RedisStore:
     """Session state in Redis. Every method raises StoreUnavailable when Redis is down."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(
+        self, client: aioredis.Redis, tombstone_ttl: timedelta = timedelta(hours=1)
+    ) -> None:
         self.client = client
+        self.tombstone_ms = int(tombstone_ttl.total_seconds() * 1000)
         self.reads = ReadBatcher(client)
         self._write = client.register_script(_load_script("write_state"))
         self._heartbeat = client.register_script(_load_script("heartbeat"))
@@ -202,7 +226,8 @@ class RedisStore:
             raise StoreUnavailable("redis", f"{what}: {exc}") from exc
 
     async def write(self, state: SessionState, ttl: timedelta) -> bool:
-        """Write a state; False when Redis already holds a newer revision (ignored)."""
+        """Write a state; False (ignored) when Redis holds a newer version, or a removal
+        took away this version or a newer one (the tombstone)."""
         ident = state.identity
         args: list[str | int] = [
             member_of(state.key),
@@ -215,7 +240,8 @@ class RedisStore:
             ident.phone_number,
             ident.display_name,
             ident.session_id,
-            f"{ttl.total_seconds():g}",
+            seconds_text(ttl),
+            state.incarnation,
         ]
         written, _stored = await self._call("write", lambda: self._write(args=args))
         return bool(written)
@@ -232,9 +258,14 @@ class RedisStore:
             Phase(status), parse_time(last_seen), parse_time(expires_at), int(revision)
         )
 
-    async def remove(self, key: SessionKey) -> int:
-        """Remove the contract keys and index entries; returns how many keys were deleted."""
-        deleted: int = await self._call("remove", lambda: self._remove(args=[member_of(key)]))
+    async def remove(self, key: SessionKey, floor: Version | None = None) -> int:
+        """Remove the contract keys and index entries; returns how many keys were deleted.
+        The tombstone holds the removed hash's version, or `floor` when that is newer (a
+        caller that knows the BotSession has moved past what Redis held)."""
+        args: list[str | int] = [member_of(key), self.tombstone_ms]
+        if floor is not None:
+            args += [floor.incarnation, floor.revision]
+        deleted: int = await self._call("remove", lambda: self._remove(args=args))
         return deleted
 
     async def get(self, key: SessionKey) -> SessionState | None:
@@ -288,7 +319,8 @@ class RedisStore:
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        rows = await self._call("sweep", lambda: self._sweep(args=[to_millis(now), limit]))
+        args = [to_millis(now), limit, self.tombstone_ms]
+        rows = await self._call("sweep", lambda: self._sweep(args=args))
         return _swept(rows)
 
     async def sweep_members(self, members: Sequence[str], now: datetime) -> list[SweptSession]:
@@ -296,7 +328,8 @@ class RedisStore:
         atomically: one a heartbeat refreshed since it was read stays."""
         if not members:
             return []
-        rows = await self._call("sweep", lambda: self._sweep(args=[to_millis(now), 0, *members]))
+        args: list[str | int] = [to_millis(now), 0, self.tombstone_ms, *members]
+        rows = await self._call("sweep", lambda: self._sweep(args=args))
         return _swept(rows)
 
     async def live_count(self, bot_id: str | None = None) -> int:
@@ -329,15 +362,5 @@ def _state_from_hash(key: SessionKey, fields: dict[str, str]) -> SessionState | 
             fields.get("displayName", ""),
             fields.get("sessionId", ""),
         ),
+        incarnation=int(fields.get("incarnation") or 0),
     )
-
-
-@asynccontextmanager
-async def open_store(
-    url: str, *, retries: int = 5, timeout: timedelta = timedelta(seconds=5)
-) -> AsyncIterator[RedisStore]:
-    store = RedisStore(connect(url, retries=retries, timeout=timeout))
-    try:
-        yield store
-    finally:
-        await store.close()

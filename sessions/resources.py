@@ -28,6 +28,7 @@ from sessions.model import (
     Phase,
     Reason,
     RevisionConflict,
+    SessionDeleting,
     SessionKey,
     SessionNotFound,
     TransitionRefused,
@@ -36,6 +37,9 @@ from sessions.model import (
 )
 
 BOT_LABEL = f"{GROUP}/bot"
+# on BotSessions the API creates: it writes their first phase itself, so the operator
+# leaves them phaseless for a grace period instead of racing it (its actor would win)
+CREATED_BY = f"{GROUP}/created-by"
 RECENT_TRANSITIONS = 10
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
@@ -71,7 +75,7 @@ def _entry_json(entry: HistoryEntry) -> dict[str, Any]:
     }
 
 
-def _entry_of(key: SessionKey, item: dict[str, Any]) -> HistoryEntry:
+def _entry_of(key: SessionKey, item: dict[str, Any], incarnation: int) -> HistoryEntry:
     return HistoryEntry(
         key,
         int(item["revision"]),
@@ -80,6 +84,7 @@ def _entry_of(key: SessionKey, item: dict[str, Any]) -> HistoryEntry:
         Reason(item["reason"]),
         item.get("actor", ""),
         parse_time(item["at"]),
+        incarnation,
     )
 
 
@@ -87,6 +92,7 @@ def record_of(body: dict[str, Any]) -> BotSessionRecord:
     """A BotSessionRecord from a BotSession object (as the API server returns it)."""
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
     key = SessionKey(spec["botId"], spec["userId"])
+    incarnation = int(status.get("incarnation") or 0)
     return BotSessionRecord(
         key=key,
         name=meta["name"],
@@ -102,15 +108,23 @@ def record_of(body: dict[str, Any]) -> BotSessionRecord:
         expires_at=parse_time(status["expiresAt"]) if status.get("expiresAt") else None,
         deleting=bool(meta.get("deletionTimestamp")),
         resource_version=meta.get("resourceVersion", ""),
-        recent=tuple(_entry_of(key, item) for item in status.get("recentTransitions") or []),
+        recent=tuple(
+            _entry_of(key, item, incarnation) for item in status.get("recentTransitions") or []
+        ),
         synced_revision=int(status.get("syncedRevision") or 0),
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation") or 0),
+        incarnation=incarnation,
+        created_by_api=(meta.get("annotations") or {}).get(CREATED_BY) == "api",
     )
 
 
 def manifest(
-    key: SessionKey, identity: Identity, namespace: str, ttl_seconds: int | None = None
+    key: SessionKey,
+    identity: Identity,
+    namespace: str,
+    ttl_seconds: int | None = None,
+    created_by: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"botId": key.bot_id, "userId": key.user_id}
     if identity.phone_number:
@@ -121,19 +135,17 @@ def manifest(
         spec["sessionId"] = identity.session_id
     if ttl_seconds:
         spec["ttlSeconds"] = ttl_seconds
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": resource_name(key),
-            "namespace": namespace,
-            "labels": {
-                BOT_LABEL: bot_label(key.bot_id),
-                "app.kubernetes.io/managed-by": "botsession-operator",
-            },
+    metadata: dict[str, Any] = {
+        "name": resource_name(key),
+        "namespace": namespace,
+        "labels": {
+            BOT_LABEL: bot_label(key.bot_id),
+            "app.kubernetes.io/managed-by": "botsession-operator",
         },
-        "spec": spec,
     }
+    if created_by:
+        metadata["annotations"] = {CREATED_BY: created_by}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
 
 
 def phase_patch(
@@ -147,13 +159,21 @@ def phase_patch(
         "lastSeen": format_time(last_seen),
         "expiresAt": format_time(expires_at),
     }
-    if record.phase is None:  # first phase: no revision to test yet
+    if record.phase is None:  # first phase: no revision to test yet; a deletion moves the
+        # resourceVersion, so the precondition also refuses an object being deleted
         return "application/merge-patch+json", {
             "metadata": {"resourceVersion": record.resource_version},
-            "status": {**fields, "recentTransitions": [_entry_json(entry)]},
+            "status": {
+                **fields,
+                "incarnation": entry.incarnation,
+                "recentTransitions": [_entry_json(entry)],
+            },
         }
     ops: list[dict[str, Any]] = [
         {"op": "test", "path": "/status/revision", "value": record.revision},
+        # an object being deleted takes no more transitions: the finalizer's view of its
+        # last revision is final (a `test` for null passes where the field is absent)
+        {"op": "test", "path": "/metadata/deletionTimestamp", "value": None},
         *(
             {"op": "add", "path": f"/status/{name}", "value": value}
             for name, value in fields.items()
@@ -174,12 +194,20 @@ def phase_patch(
 
 
 class KubeBotSessions:
-    """BotSessions in one namespace."""
+    """BotSessions in one namespace. `creator` ("api" in the API) marks the objects this
+    instance creates as ones whose first phase it writes itself (CREATED_BY)."""
 
-    def __init__(self, client: KubeClient, namespace: str, poll_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        poll_interval: float = 0.1,
+        creator: str | None = None,
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.poll_interval = poll_interval
+        self.creator = creator
         self.base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
 
     def path(self, name: str) -> str:
@@ -203,17 +231,17 @@ class KubeBotSessions:
 
     async def create(
         self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
-    ) -> BotSessionRecord:
-        body = manifest(key, identity, self.namespace, ttl_seconds)
+    ) -> tuple[BotSessionRecord, bool]:
+        body = manifest(key, identity, self.namespace, ttl_seconds, self.creator)
         try:
-            return record_of(await self.client.request("POST", self.base, json=body))
+            return record_of(await self.client.request("POST", self.base, json=body)), True
         except ApiError as exc:
             if exc.status != 409:
                 raise
         existing = await self.get(key)
-        if existing is None:
-            raise RevisionConflict(f"session {key} is being deleted; try again")
-        return existing
+        if existing is None or existing.deleting:
+            raise SessionDeleting(f"session {key} is being deleted; report again shortly")
+        return existing, False
 
     async def set_phase(
         self,
@@ -244,10 +272,12 @@ class KubeBotSessions:
             return RevisionConflict(f"session {record.key} changed meanwhile")
         if exc.status == 422:
             # A failed JSON-patch `test` and a CEL refusal are both 422 Invalid: tell them
-            # apart by whether the stored revision moved on.
+            # apart by whether the stored revision moved on or a deletion began.
             current = await self.get(record.key)
             if current is None:
                 return SessionNotFound(f"session {record.key} does not exist")
+            if current.deleting:
+                return SessionDeleting(f"session {record.key} is being deleted")
             if current.revision != record.revision:
                 return RevisionConflict(f"session {record.key} changed meanwhile")
             return TransitionRefused(record.phase, entry.to_phase, entry.reason)
@@ -272,6 +302,21 @@ class KubeBotSessions:
             if asyncio.get_running_loop().time() >= deadline:
                 return DeleteOutcome.PENDING
             await asyncio.sleep(self.poll_interval)
+
+    async def delete_unchanged(self, record: BotSessionRecord) -> bool:
+        """DELETE with preconditions: the API server refuses (409) when the object's uid or
+        resourceVersion is no longer the one the caller decided on."""
+        body = {
+            "propagationPolicy": "Background",
+            "preconditions": {"uid": record.uid, "resourceVersion": record.resource_version},
+        }
+        try:
+            await self.client.request("DELETE", self.path(record.name), json=body)
+        except ApiError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
 
     async def touch(
         self, record: BotSessionRecord, last_seen: datetime, expires_at: datetime

@@ -36,12 +36,16 @@ class Runtime:
         redis = RedisStore(
             connect(
                 settings.redis_url, retries=settings.redis_retries, timeout=settings.redis_timeout
-            )
+            ),
+            settings.tombstone_ttl,
         )
         sql = SqlStore(create_engine(settings.database_url))
         if migrate:
             await upgrade(sql.engine)
-        botsessions = KubeBotSessions(kube, settings.namespace or kube_config.namespace)
+        # only the API creates BotSessions (a first report), and it writes their first phase
+        botsessions = KubeBotSessions(
+            kube, settings.namespace or kube_config.namespace, creator="api"
+        )
         service = SessionService(botsessions, redis, sql, settings)
         return cls(settings, redis, sql, kube, botsessions, service)
 

@@ -26,6 +26,7 @@ from sessions.model import (
     Reason,
     ReportedState,
     RevisionConflict,
+    SessionDeleting,
     SessionInactive,
     SessionKey,
     SessionNotFound,
@@ -34,6 +35,7 @@ from sessions.model import (
     Transition,
     mask_phone,
     plan_report,
+    to_millis,
     utcnow,
 )
 from sessions.redis_store import Heartbeat, RedisStore, SweptSession
@@ -107,6 +109,7 @@ def state_of(record: BotSessionRecord, last_seen: datetime, settings: Settings) 
         expires_at=last_seen + record.ttl(settings.session_ttl),
         created_at=record.created_at,
         identity=record.identity,
+        incarnation=record.incarnation,
     )
 
 
@@ -144,10 +147,19 @@ class SessionService:
         entries = []
         seen = last_seen or now
         ttl = record.ttl(self.settings.session_ttl)
+        # a first phase starts an incarnation (model.Version): later than any earlier one's
+        incarnation = record.incarnation or (to_millis(self.clock()) if record.phase is None else 0)
         for step in steps:
             revision = record.revision + 1
             entry = HistoryEntry(
-                record.key, revision, step.from_phase, step.to_phase, step.reason, actor, now
+                record.key,
+                revision,
+                step.from_phase,
+                step.to_phase,
+                step.reason,
+                actor,
+                now,
+                incarnation,
             )
             record = await self.botsessions.set_phase(record, entry, seen, seen + ttl)
             entries.append(entry)
@@ -195,9 +207,11 @@ class SessionService:
         """
         now = self.now()
         record = await self.botsessions.get(key)
-        created = record is None
+        created = False
         if record is None:
-            record = await self.botsessions.create(key, identity or Identity())
+            record, created = await self.botsessions.create(key, identity or Identity())
+        if record.deleting:
+            raise SessionDeleting(f"session {key} is being deleted; report again shortly")
         entries: list[HistoryEntry] = []
         for _attempt in range(CAS_ATTEMPTS):
             steps = plan_report(record.phase, reported, reason)
@@ -238,17 +252,22 @@ class SessionService:
 
     async def heartbeat(self, key: SessionKey) -> Heartbeat:
         """Refresh lastSeen in Redis only. A session Redis lost is restored from its
-        BotSession (one API read, only on that miss)."""
+        BotSession (one API read, only on that miss), unless a removal took it away (a
+        sweep, a clear): then the bot must report again."""
         now = self.now()
         beat = await self.redis.heartbeat(key, now)
         if beat is None:
             record = await self.botsessions.get(key)
-            if record is None or record.phase is None:
+            if record is None or record.phase is None or record.deleting:
                 raise SessionNotFound(f"no session {key}; report its phase first")
             if record.phase is Phase.INACTIVE:
                 raise SessionInactive(f"session {key} is inactive; report connecting first")
             state = state_of(record, now, self.settings)
-            await self.redis.write(state, record.ttl(self.settings.session_ttl))
+            if not await self.redis.write(state, record.ttl(self.settings.session_ttl)):
+                beat = await self.redis.heartbeat(key, now)  # a newer write got there first
+                if beat is None:
+                    raise SessionInactive(f"session {key} was removed; report connecting first")
+                return beat
             return Heartbeat(state.phase, state.last_seen, state.expires_at, state.revision)
         if beat.phase is Phase.INACTIVE:
             raise SessionInactive(f"session {key} is inactive; report connecting first")
@@ -418,11 +437,13 @@ class SessionService:
                 result.sessions += 1
             elif outcome is DeleteOutcome.PENDING:
                 result.pending.append(f"session {key}")
-        elif flags.redis:
-            await self.make_inactive(key, Reason.CLEARED, actor)
+        floor = None
+        if flags.redis and not flags.session:
+            ended = await self.make_inactive(key, Reason.CLEARED, actor)
+            floor = ended[-1].version if ended else None
         if flags.redis:
             try:
-                result.redis_keys += await self.redis.remove(key)
+                result.redis_keys += await self.redis.remove(key, floor)
             except StoreUnavailable:
                 result.pending.append(f"redis {key}")
         if flags.database:
@@ -432,14 +453,21 @@ class SessionService:
                 result.pending.append(f"database {key}")
 
     async def make_inactive(
-        self, key: SessionKey, reason: Reason, actor: str, last_seen: datetime | None = None
+        self,
+        key: SessionKey,
+        reason: Reason,
+        actor: str,
+        last_seen: datetime | None = None,
+        only: Callable[[BotSessionRecord], bool] = lambda _record: True,
     ) -> list[HistoryEntry]:
         """Move a live session's BotSession to inactive (Expired or Cleared), keeping the
         time it was last seen, and record the history row. Nothing to do ([]) when it is
-        gone or already inactive."""
+        gone, being deleted, already inactive, or `only` refuses the version read."""
         for _attempt in range(CAS_ATTEMPTS):
             record = await self.botsessions.get(key)
-            if record is None or record.phase in (None, Phase.INACTIVE):
+            if record is None or record.deleting or record.phase in (None, Phase.INACTIVE):
+                return []
+            if not only(record):
                 return []
             now = self.now()
             seen = last_seen or record.last_seen or now
@@ -448,6 +476,8 @@ class SessionService:
                 record, entries = await self.transition(record, [step], actor, now, seen)
             except RevisionConflict:
                 continue
+            except SessionDeleting:
+                return []
             with contextlib.suppress(StoreUnavailable):  # the controller backfills it
                 await self.sql.write(state_of(record, seen, self.settings), entries)
             return entries
@@ -459,15 +489,45 @@ class SessionService:
         self, swept: Sequence[SweptSession], actor: str = "sweep"
     ) -> list[HistoryEntry]:
         """Turn sessions the sweep removed as expired (or found gone) into inactive (Expired)
-        BotSessions with history rows. Inactive ones need nothing; malformed index entries
-        name no session."""
+        BotSessions with history rows, but only those that are still what the sweep removed:
+        one that moved on since (a bot reported again) stays live and gets its Redis copy
+        back. Inactive ones need nothing; malformed index entries name no session."""
         recorded: list[HistoryEntry] = []
         for session in swept:
             if session.why in ("expired", "gone"):
-                recorded += await self.make_inactive(
-                    session.key, Reason.EXPIRED, actor, session.last_seen
-                )
+                recorded += await self._expire(session, actor)
         return recorded
+
+    async def _expire(self, swept: SweptSession, actor: str) -> list[HistoryEntry]:
+        removed = swept.version
+        now = self.now()
+        moved_on: list[BotSessionRecord] = []
+
+        def still_swept(record: BotSessionRecord) -> bool:
+            if removed is not None:
+                same = record.version == removed
+            else:
+                # Redis had dropped the hash itself (its TTL): expired if the BotSession's
+                # own expiry, which trails Redis's, has passed (a transition moves it ahead)
+                ttl = record.ttl(self.settings.session_ttl)
+                same = (record.expires_at or record.created_at + ttl) <= now
+            if not same:
+                moved_on.append(record)
+            return same
+
+        entries = await self.make_inactive(
+            swept.key, Reason.EXPIRED, actor, swept.last_seen, only=still_swept
+        )
+        if moved_on:
+            record = moved_on[-1]
+            state = state_of(record, record.last_seen or record.created_at, self.settings)
+            await pending_if_down(
+                self.redis.write(state, record.ttl(self.settings.session_ttl)),
+                "redis",
+                record.key,
+                "the controller will heal it",
+            )
+        return entries
 
     async def record_sweep(
         self,

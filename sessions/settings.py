@@ -63,6 +63,18 @@ class Settings(BaseSettings):
         timedelta(minutes=10), description="how often session:* keys no BotSession owns are counted"
     )
     metrics_port: int = Field(9090, ge=0, le=65535, description="operator metrics; 0 turns off")
+    worker_limit: int = Field(
+        200, ge=1, le=10_000, description="BotSessions the operator handles at once"
+    )
+    first_phase_grace: Duration = Field(
+        timedelta(seconds=10),
+        description="how long the operator leaves a BotSession the API created without a "
+        "phase before it writes the first phase itself",
+    )
+    tombstone_ttl: Duration = Field(
+        timedelta(hours=1),
+        description="how long Redis remembers a removal so older writers cannot undo it",
+    )
 
     # stores
     redis_url: str = Field(
@@ -89,6 +101,8 @@ class Settings(BaseSettings):
         "clear_wait",
         "resync_interval",
         "orphan_scan_interval",
+        "first_phase_grace",
+        "tombstone_ttl",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:

@@ -43,6 +43,7 @@ sessions = sa.Table(
     sa.Column("phase", sa.String(16), nullable=False),
     sa.Column("reason", sa.String(32), nullable=True),
     sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("incarnation", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_seen", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -55,7 +56,8 @@ sessions = sa.Table(
     sa.Index("ix_sessions_phase_updated", "phase", "updated_at"),
 )
 
-# Append-only. One row per (session, revision): a retried or duplicated write is harmless.
+# Append-only. One row per (session, incarnation, revision): a retried or duplicated write
+# is harmless, and a returning user's new incarnation starts its own revisions.
 history = sa.Table(
     "session_history",
     metadata,
@@ -68,12 +70,15 @@ history = sa.Table(
     sa.Column("bot_id", sa.String(128), nullable=False),
     sa.Column("user_id", sa.String(128), nullable=False),
     sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("incarnation", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("from_phase", sa.String(16), nullable=True),
     sa.Column("to_phase", sa.String(16), nullable=False),
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
-    sa.UniqueConstraint("bot_id", "user_id", "revision", name="uq_history_session_revision"),
+    sa.UniqueConstraint(
+        "bot_id", "user_id", "incarnation", "revision", name="uq_history_session_version"
+    ),
     sa.Index("ix_history_at", "at"),
 )
 

@@ -1,8 +1,9 @@
 """The durable record: each session's last known state, its history, sweeps and clears.
 
 SQLAlchemy 2 async engine: aiosqlite for the embedded default, asyncpg (or psycopg) for
-PostgreSQL. State writes are revision-guarded upserts; history inserts ignore a duplicate
-(session, revision), so retries and replays are harmless. Every method raises
+PostgreSQL. State writes are upserts guarded by the version (incarnation, then revision:
+sessions.model.Version); history inserts ignore a duplicate (session, incarnation,
+revision), so retries and replays are harmless. Every method raises
 StoreUnavailable when the database cannot be reached.
 """
 
@@ -29,6 +30,7 @@ from sessions.model import (
     SessionKey,
     SessionState,
     StoreUnavailable,
+    Version,
     utcnow,
 )
 
@@ -122,24 +124,30 @@ class SqlStore:
 
     def _upsert_statement(self) -> Any:
         """One statement for every upsert, executed with a row's parameters: building it per
-        write cost more CPU than the round trip (docs/benchmarks.md, "Operator at scale")."""
+        write cost more CPU than the round trip (docs/benchmarks.md, "Operator at scale").
+        A newer version replaces the row; a new incarnation replaces it whole."""
         insert = self._insert(t.sessions)
-        new = insert.excluded
-        newer_seen = new.last_seen > t.sessions.c.last_seen
+        new, old = insert.excluded, t.sessions.c
+        reborn = new.incarnation > old.incarnation
+        newer_seen = sa.or_(reborn, new.last_seen > old.last_seen)
         return insert.on_conflict_do_update(
-            index_elements=[t.sessions.c.bot_id, t.sessions.c.user_id],
+            index_elements=[old.bot_id, old.user_id],
             set_={
                 "phase": new.phase,
                 "reason": new.reason,
                 "revision": new.revision,
-                "last_seen": sa.case((newer_seen, new.last_seen), else_=t.sessions.c.last_seen),
-                "expires_at": sa.case((newer_seen, new.expires_at), else_=t.sessions.c.expires_at),
+                "incarnation": new.incarnation,
+                "last_seen": sa.case((newer_seen, new.last_seen), else_=old.last_seen),
+                "expires_at": sa.case((newer_seen, new.expires_at), else_=old.expires_at),
+                "created_at": sa.case((reborn, new.created_at), else_=old.created_at),
                 "updated_at": new.updated_at,
                 "phone_number": new.phone_number,
                 "display_name": new.display_name,
                 "session_id": new.session_id,
             },
-            where=t.sessions.c.revision <= new.revision,
+            where=sa.or_(
+                reborn, sa.and_(old.incarnation == new.incarnation, old.revision <= new.revision)
+            ),
         )
 
     @staticmethod
@@ -150,6 +158,7 @@ class SqlStore:
             "phase": state.phase.value,
             "reason": state.reason.value if state.reason else None,
             "revision": state.revision,
+            "incarnation": state.incarnation,
             "last_seen": state.last_seen,
             "expires_at": state.expires_at,
             "created_at": state.created_at,
@@ -165,6 +174,7 @@ class SqlStore:
                 "bot_id": e.key.bot_id,
                 "user_id": e.key.user_id,
                 "revision": e.revision,
+                "incarnation": e.incarnation,
                 "from_phase": e.from_phase.value if e.from_phase else None,
                 "to_phase": e.to_phase.value,
                 "reason": e.reason.value,
@@ -176,12 +186,12 @@ class SqlStore:
         return (
             self._insert(t.history)
             .values(rows)
-            .on_conflict_do_nothing(index_elements=["bot_id", "user_id", "revision"])
+            .on_conflict_do_nothing(index_elements=["bot_id", "user_id", "incarnation", "revision"])
         )
 
     async def write(self, state: SessionState, history: Sequence[HistoryEntry] = ()) -> None:
-        """Upsert the state (ignored when older than the stored revision) and add history
-        rows (a (session, revision) already recorded is skipped), in one transaction."""
+        """Upsert the state (ignored when older than the stored version) and add history
+        rows (one already recorded is skipped), in one transaction."""
 
         async def op(c: AsyncConnection) -> None:
             await c.execute(self._upsert, self._row(state, utcnow()))
@@ -192,7 +202,7 @@ class SqlStore:
 
     async def write_many(self, states: Sequence[SessionState]) -> None:
         """Upsert many states in one transaction and one executemany (the resync's lastSeen
-        copies); each is ignored when older than its stored revision, as in write()."""
+        copies); each is ignored when older than its stored version, as in write()."""
         if not states:
             return
         now = utcnow()
@@ -264,16 +274,17 @@ class SqlStore:
 
         return await self._run("list_bot", op)
 
-    async def revisions(self) -> dict[SessionKey, int]:
-        """Every session's stored revision (for the operator's self-healing pass)."""
+    async def versions(self) -> dict[SessionKey, Version]:
+        """Every session's stored version (for the operator's self-healing pass)."""
 
-        async def op(c: AsyncConnection) -> dict[SessionKey, int]:
-            rows = await c.execute(
-                sa.select(t.sessions.c.bot_id, t.sessions.c.user_id, t.sessions.c.revision)
-            )
-            return {SessionKey(r.bot_id, r.user_id): r.revision for r in rows}
+        async def op(c: AsyncConnection) -> dict[SessionKey, Version]:
+            s = t.sessions.c
+            rows = await c.execute(sa.select(s.bot_id, s.user_id, s.incarnation, s.revision))
+            return {
+                SessionKey(r.bot_id, r.user_id): Version(r.incarnation, r.revision) for r in rows
+            }
 
-        return await self._run("revisions", op)
+        return await self._run("versions", op)
 
     async def history(self, key: SessionKey, limit: int = 20) -> list[HistoryEntry]:
         """The newest `limit` transitions of a session, newest first."""
@@ -282,13 +293,14 @@ class SqlStore:
             rows = await c.execute(
                 sa.select(t.history)
                 .where(t.history.c.bot_id == key.bot_id, t.history.c.user_id == key.user_id)
-                .order_by(t.history.c.revision.desc())
+                .order_by(t.history.c.incarnation.desc(), t.history.c.revision.desc())
                 .limit(limit)
             )
             return [
                 HistoryEntry(
                     key=key,
                     revision=r.revision,
+                    incarnation=r.incarnation,
                     from_phase=Phase(r.from_phase) if r.from_phase else None,
                     to_phase=Phase(r.to_phase),
                     reason=Reason(r.reason),
@@ -317,12 +329,13 @@ class SqlStore:
         return await self._run("delete", op, write=True)
 
     async def mark_ended(
-        self, key: SessionKey, reason: Reason, revision: int, at: datetime, actor: str
+        self, key: SessionKey, reason: Reason, version: Version, at: datetime, actor: str
     ) -> bool:
-        """A deleted BotSession: mark its row inactive with a history row, if the row still
-        exists (a clear may have deleted it: never resurrect it) and is not inactive."""
+        """A deleted BotSession: mark its row inactive at `version` with a history row, if
+        the row still exists (a clear may have deleted it: never resurrect it), belongs to
+        the same incarnation, is older and is not inactive."""
         return await self._run(
-            "mark_ended", lambda c: _mark_ended(c, key, reason, revision, at, actor), write=True
+            "mark_ended", lambda c: _mark_ended(c, key, reason, version, at, actor), write=True
         )
 
     # --- sweeps and clears -------------------------------------------------------------
@@ -422,6 +435,7 @@ def _state(row: Any) -> SessionState:
         expires_at=row.expires_at,
         created_at=row.created_at,
         identity=Identity(row.phone_number, row.display_name, row.session_id),
+        incarnation=row.incarnation,
     )
 
 
@@ -429,19 +443,26 @@ async def _mark_ended(
     connection: AsyncConnection,
     key: SessionKey,
     reason: Reason,
-    revision: int,
+    version: Version,
     at: datetime,
     actor: str,
 ) -> bool:
+    s = t.sessions.c
     row = (
         await connection.execute(
-            sa.select(t.sessions.c.phase, t.sessions.c.revision).where(
-                t.sessions.c.bot_id == key.bot_id, t.sessions.c.user_id == key.user_id
+            sa.select(s.phase, s.revision, s.incarnation).where(
+                s.bot_id == key.bot_id, s.user_id == key.user_id
             )
         )
     ).first()
-    if row is None or row.phase == Phase.INACTIVE.value or row.revision >= revision:
+    if (
+        row is None
+        or row.phase == Phase.INACTIVE.value
+        or row.incarnation != version.incarnation
+        or row.revision >= version.revision
+    ):
         return False
+    revision = version.revision
     await connection.execute(
         sa.update(t.sessions)
         .where(t.sessions.c.bot_id == key.bot_id, t.sessions.c.user_id == key.user_id)
@@ -452,6 +473,7 @@ async def _mark_ended(
             bot_id=key.bot_id,
             user_id=key.user_id,
             revision=revision,
+            incarnation=version.incarnation,
             from_phase=row.phase,
             to_phase=Phase.INACTIVE.value,
             reason=reason.value,
@@ -522,6 +544,7 @@ class AnalyticsQueries:
                     sa.and_(
                         end.c.bot_id == start.c.bot_id,
                         end.c.user_id == start.c.user_id,
+                        end.c.incarnation == start.c.incarnation,
                         end.c.revision == start.c.revision + 1,
                     ),
                 )

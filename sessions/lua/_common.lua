@@ -1,6 +1,6 @@
 -- Shared helpers, prepended to every script of this folder by sessions.redis_store.
 -- Keys follow the contract: session:<botId>:<userId> (hash), session:status:<botId>:<userId>,
--- session:expiry:<botId>:<userId>; the project's indexes live under botsession:.
+-- session:expiry:<botId>:<userId>; the project's indexes and tombstones live under botsession:.
 -- botId and userId never contain ':' (sessions.model.validate_id).
 
 -- epoch milliseconds -> 2025-01-01T00:00:00Z (civil-from-days, H. Hinnant)
@@ -45,4 +45,32 @@ local function touch(member, status, seen_ms, ttl_ms)
   redis.call('ZADD', INDEX, status == 'inactive' and seen_ms or exp_ms, member)
   redis.call('ZADD', bot_index, seen_ms, user)
   return exp_ms
+end
+
+-- Versions (sessions.model.Version) order writes: the incarnation first, then the revision.
+-- Each is passed and stored as decimal text; a hash without an incarnation field is 0.
+local function newer(inc_a, rev_a, inc_b, rev_b)
+  inc_a, rev_a, inc_b, rev_b = tonumber(inc_a), tonumber(rev_a), tonumber(inc_b), tonumber(rev_b)
+  return inc_a > inc_b or (inc_a == inc_b and rev_a > rev_b)
+end
+
+-- A tombstone remembers the newest version a removal took away, for a while (ttl_ms), so a
+-- writer holding that version or an older one cannot bring the session back.
+local function tombstone_key(member)
+  return 'botsession:removed:' .. member
+end
+
+local function buried(member)
+  local text = redis.call('GET', tombstone_key(member))
+  if not text then return nil, nil end
+  local sep = string.find(text, ':', 1, true)
+  return string.sub(text, 1, sep - 1), string.sub(text, sep + 1)
+end
+
+local function bury(member, inc, rev, ttl_ms)
+  local old_inc, old_rev = buried(member)
+  if old_inc and not newer(inc, rev, old_inc, old_rev) then
+    inc, rev = old_inc, old_rev
+  end
+  redis.call('SET', tombstone_key(member), inc .. ':' .. rev, 'PX', ttl_ms)
 end

@@ -1,20 +1,23 @@
 -- Remove due sessions: inactive ones, and expired ones (index score <= now_ms). Each removal
 -- is decided and done here, in one atomic step with the reads it is based on, so a session a
 -- heartbeat refreshed in the meantime is left alone and two sweepers never remove it twice.
+-- Every removal leaves a tombstone (see _common.lua) of the version removed, kept tomb_ms.
 -- Two forms (ARGV):
---   now_ms, limit          take the first `limit` members due at now_ms from the index and
+--   now_ms, limit, tomb_ms take the first `limit` members due at now_ms from the index and
 --                          remove them: choosing and removing happen in the same script call,
 --                          so no heartbeat can come in between (sessions.cleanup.sweep)
---   now_ms, 0, members...  re-check members read from the index earlier: one whose score has
+--   now_ms, 0, tomb_ms, members...  re-check members read from the index earlier: one whose score has
 --                          moved past now_ms since (a heartbeat) stays, unless it is inactive;
 --                          one no longer in the index is skipped
--- returns a flat list, 4 entries per removed session: member, status, lastSeen, revision.
+-- returns a flat list, 5 entries per removed session: member, status, lastSeen, revision,
+-- incarnation.
 -- The status tells why: '' = gone (Redis had already dropped the hash; its other keys and index
 -- entries are removed now), 'inactive' = inactive, 'malformed' = an index member that is not
 -- <botId>:<userId> (no session of ours; only its index entry is dropped, so one bad entry
 -- written by someone else cannot stop every sweep), anything else = expired.
 local now_ms = ARGV[1]
 local limit = tonumber(ARGV[2])
+local tomb_ms = ARGV[3]
 local out = {}
 local n = 0
 
@@ -24,13 +27,17 @@ end
 
 local function fields_of(member)
   if is_malformed(member) then return {'malformed'} end
-  return redis.call('HMGET', 'session:' .. member, 'status', 'lastSeen', 'revision')
+  return redis.call('HMGET', 'session:' .. member, 'status', 'lastSeen', 'revision',
+    'incarnation')
 end
 
--- f: the HMGET of status, lastSeen, revision
+-- f: the HMGET of status, lastSeen, revision, incarnation
 local function remove(member, f)
   if not is_malformed(member) then
     local hash, status_key, expiry_key, bot_index, user = keys_of(member)
+    if f[3] then
+      bury(member, f[4] or '0', f[3], tomb_ms)
+    end
     redis.call('DEL', hash, status_key, expiry_key)
     redis.call('ZREM', bot_index, user)
   end
@@ -38,7 +45,8 @@ local function remove(member, f)
   out[n + 2] = f[1] or ''
   out[n + 3] = f[2] or ''
   out[n + 4] = f[3] or ''
-  n = n + 4
+  out[n + 5] = f[4] or ''
+  n = n + 5
 end
 
 if limit > 0 then
@@ -55,7 +63,7 @@ if limit > 0 then
   end
 else
   now_ms = tonumber(now_ms)
-  for i = 3, #ARGV do
+  for i = 4, #ARGV do
     local member = ARGV[i]
     local score = redis.call('ZSCORE', INDEX, member)
     if score then

@@ -1,23 +1,34 @@
--- Write a session's state with its revision; an older revision than the stored one is ignored.
--- lastSeen never moves backwards (a heartbeat may be newer than the writer's copy).
+-- Write a session's state with its version (incarnation, revision). A write older than the
+-- stored version, or not newer than what a removal took away (the tombstone), is ignored.
+-- A new incarnation replaces the hash whole. lastSeen never moves backwards within an
+-- incarnation (a heartbeat may be newer than the writer's copy).
 -- ARGV: member, revision, status, reason, seen_ms, ttl_ms, created_ms, phone, name, session_id,
---       ttl_seconds (as text, may be fractional)
--- returns {1, revision} when written, {0, stored_revision} when ignored
+--       ttl_seconds (integer text), incarnation
+-- returns {1, revision} when written, {0, revision} when ignored
 local member = ARGV[1]
-local revision = tonumber(ARGV[2])
+local revision, incarnation = ARGV[2], ARGV[12]
 local hash, _, _, bot_index, user = keys_of(member)
-local stored = tonumber(redis.call('HGET', hash, 'revision') or '-1')
-if stored > revision then
-  return {0, stored}
+local stored = redis.call('HMGET', hash, 'incarnation', 'revision')
+local stored_inc, stored_rev = stored[1] or '0', stored[2]
+if stored_rev and newer(stored_inc, stored_rev, incarnation, revision) then
+  return {0, tonumber(stored_rev)}
+end
+local gone_inc, gone_rev = buried(member)
+if gone_inc and not newer(incarnation, revision, gone_inc, gone_rev) then
+  return {0, tonumber(gone_rev)}
 end
 local seen_ms = tonumber(ARGV[5])
-local prev_seen = redis.call('ZSCORE', bot_index, user)
-if stored >= 0 and prev_seen and tonumber(prev_seen) > seen_ms then
-  seen_ms = tonumber(prev_seen)
+if stored_rev and tonumber(stored_inc) ~= tonumber(incarnation) then
+  redis.call('DEL', hash)
+elseif stored_rev then
+  local prev_seen = redis.call('ZSCORE', bot_index, user)
+  if prev_seen and tonumber(prev_seen) > seen_ms then
+    seen_ms = tonumber(prev_seen)
+  end
 end
 redis.call('HSET', hash, 'status', ARGV[3], 'reason', ARGV[4], 'revision', revision,
-  'phoneNumber', ARGV[8], 'displayName', ARGV[9], 'sessionId', ARGV[10],
-  'ttlSeconds', ARGV[11])
+  'incarnation', incarnation, 'phoneNumber', ARGV[8], 'displayName', ARGV[9],
+  'sessionId', ARGV[10], 'ttlSeconds', ARGV[11])
 redis.call('HSETNX', hash, 'createdAt', iso(tonumber(ARGV[7])))
 touch(member, ARGV[3], seen_ms, tonumber(ARGV[6]))
-return {1, revision}
+return {1, tonumber(revision)}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from sessions.migrate import head_revision
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +90,10 @@ def test_the_wheel_carries_its_lua_scripts_and_migrations(installed: Path) -> No
         "sessions/lua/_common.lua",
         "sessions/migrations/env.py",
         "sessions/migrations/script.py.mako",
-        "sessions/migrations/versions/0001_initial.py",
+        *(
+            f"sessions/migrations/versions/{path.name}"
+            for path in (REPO / "sessions" / "migrations" / "versions").glob("0*.py")
+        ),
     ):
         assert required in names
     assert not any(n.startswith("tests/") for n in names)
@@ -113,7 +118,7 @@ def test_migrate_works_from_the_installed_package(installed: Path) -> None:
         installed.parent,
     )
     assert result.returncode == 0, result.stderr
-    assert "-> 0001" in result.stdout
+    assert f"-> {head_revision()}" in result.stdout
 
 
 def test_the_dockerfile_is_multi_stage_slim_and_non_root() -> None:

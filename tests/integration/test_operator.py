@@ -59,7 +59,7 @@ async def synced(env: OperatorEnv, revision: int, key: SessionKey = KEY) -> bool
 async def test_a_new_botsession_gets_its_first_phase_and_fills_redis_and_the_database(
     operator_env: OperatorEnv, controlplane: ControlPlane
 ) -> None:
-    created = await operator_env.botsessions.create(KEY, IDENTITY)
+    created, _ = await operator_env.botsessions.create(KEY, IDENTITY)
     assert created.phase is None
     await eventually(lambda: synced(operator_env, 1))
     record = await phase_of(operator_env)

@@ -9,138 +9,38 @@ import itertools
 import json
 import os
 import signal
-import urllib.request
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
 
 import httpx
 import pytest
 
-from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
-from devstack.operator_process import OperatorProcess
 from devstack.process import free_port
-from devstack.redis_server import RedisServer
 from sessions.crd import GROUP, PLURAL, VERSION
-from sessions.kube import KubeClient, load_kubeconfig
+from sessions.kube import load_kubeconfig
 from sessions.model import (
-    Identity,
     Phase,
     Reason,
     ReportedState,
     SessionKey,
     StoreUnavailable,
 )
-from sessions.redis_store import RedisStore, connect
-from sessions.resources import KubeBotSessions, resource_name
+from sessions.resources import resource_name
 from sessions.service import SessionService
-from sessions.settings import load_settings
-from sessions.sql_store import SqlStore, create_engine
 from tests.conftest import eventually
+from tests.integration.operator_stack import (
+    IDENTITY,
+    Stack,
+    async_true,
+    events,
+    metric,
+    record_is,
+    synced_everywhere,
+    with_ttl,
+)
 
 pytestmark = pytest.mark.integration
-
-IDENTITY = Identity("4915112345678", "Jane", "session_123")
-
-
-@dataclass
-class Stack:
-    plane: ControlPlane
-    namespace: str
-    redis_server: RedisServer
-    database_url: str
-    service: SessionService
-    botsessions: KubeBotSessions
-    env: dict[str, str]
-
-    def operator(self, *args: str, **env: str) -> OperatorProcess:
-        return OperatorProcess(
-            self.plane.kubeconfig, self.namespace, {**self.env, **env}, args=args
-        )
-
-    @property
-    def redis(self) -> RedisStore:
-        return self.service.redis
-
-    @property
-    def sql(self) -> SqlStore:
-        return self.service.sql
-
-
-@pytest.fixture
-async def stack(controlplane: ControlPlane, namespace: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    """A private Redis, a SQLite file shared by the test and the operator, and the env that
-    an operator started from this stack gets (short intervals, so days fit in seconds)."""
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'botsession.sqlite3'}"
-    env = {
-        "BOTSESSION_DATABASE_URL": database_url,
-        "BOTSESSION_REDIS_RETRIES": "1",
-        "BOTSESSION_REDIS_TIMEOUT": "2s",
-        "BOTSESSION_RESYNC_INTERVAL": "1s",
-        "BOTSESSION_CLEANUP_INTERVAL": "1h",
-        "BOTSESSION_METRICS_PORT": "0",
-    }
-    with RedisServer() as redis_server:
-        env["BOTSESSION_REDIS_URL"] = redis_server.url
-        settings = load_settings(
-            namespace=namespace, database_url=database_url, redis_url=redis_server.url
-        )
-        kube = KubeClient(load_kubeconfig(controlplane.kubeconfig))
-        botsessions = KubeBotSessions(kube, namespace, poll_interval=0.05)
-        redis = RedisStore(connect(redis_server.url, retries=2, timeout=timedelta(seconds=2)))
-        sql = SqlStore(create_engine(database_url))
-        from sessions.migrate import upgrade
-
-        await upgrade(sql.engine)
-        service = SessionService(botsessions, redis, sql, settings)
-        try:
-            yield Stack(
-                controlplane, namespace, redis_server, database_url, service, botsessions, env
-            )
-        finally:
-            await redis.close()
-            await sql.close()
-            await kube.close()
-
-
-def with_ttl(stack: Stack, **overrides: str) -> SessionService:
-    """The test's own service, with the same short settings the operator runs with."""
-    settings = load_settings(
-        namespace=stack.namespace,
-        database_url=stack.database_url,
-        redis_url=stack.redis_server.url,
-        **overrides,
-    )
-    return SessionService(stack.botsessions, stack.redis, stack.sql, settings)
-
-
-def events(stack: Stack) -> list[dict[str, str]]:
-    out = kubectl(stack.plane.kubeconfig, "get", "events", "-n", stack.namespace, "-o", "json")
-    return [
-        {
-            "type": e["type"],
-            "reason": e["reason"],
-            "object": e["involvedObject"]["name"],
-            "message": e["message"],
-        }
-        for e in json.loads(out.stdout)["items"]
-    ]
-
-
-async def record_is(stack: Stack, key: SessionKey, phase: Phase, reason: Reason) -> bool:
-    record = await stack.botsessions.get(key)
-    return record is not None and (record.phase, record.reason) == (phase, reason)
-
-
-async def synced_everywhere(stack: Stack, keys: list[SessionKey]) -> bool:
-    for key in keys:
-        record = await stack.botsessions.get(key)
-        if record is None or record.synced_revision != record.revision:
-            return False
-    return True
 
 
 async def test_short_ttl_sessions_expire_turn_inactive_with_an_event_and_keep_history(
@@ -268,14 +168,6 @@ async def test_a_deleted_database_row_is_restored(stack: Stack) -> None:
         assert [e.revision for e in await stack.sql.history(key)] == [2, 1]
 
 
-def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 async def test_two_replicas_only_one_sweeps_and_killing_the_active_hands_over(stack: Stack) -> None:
     ports = free_port(), free_port()
     env = {"BOTSESSION_CLEANUP_INTERVAL": "1s"}
@@ -305,7 +197,7 @@ async def test_two_replicas_only_one_sweeps_and_killing_the_active_hands_over(st
         assert metric(ports[1], "botsession_sweep_leader") == 0
         # the operators created their kopf peering object themselves, and both registered
         # (kopf writes a peer's entry a little after its startup handler has run)
-        await eventually(lambda: _async_true(len(_peers(stack)) == 2))
+        await eventually(lambda: async_true(len(_peers(stack)) == 2))
         # sweeps never overlap
         spans = sorted((r.started_at, r.finished_at) for r in runs)
         assert all(a[1] is not None and a[1] <= b[0] for a, b in itertools.pairwise(spans))
@@ -361,16 +253,16 @@ async def _all_synced(stack: Stack, keys: list[SessionKey]) -> bool:
 async def test_a_failing_sweep_shows_in_the_metric_and_as_a_warning_event(stack: Stack) -> None:
     port = free_port()
     with stack.operator(BOTSESSION_METRICS_PORT=str(port), BOTSESSION_CLEANUP_INTERVAL="1s"):
-        await eventually(lambda: _async_true(metric(port, "botsession_sweep_leader") == 1))
+        await eventually(lambda: async_true(metric(port, "botsession_sweep_leader") == 1))
         assert metric(port, "botsession_sweep_failures_total") == 0
         stack.redis_server.stop()
         try:
             await eventually(
-                lambda: _async_true(metric(port, "botsession_sweep_failures_total") >= 1),
+                lambda: async_true(metric(port, "botsession_sweep_failures_total") >= 1),
                 timeout=60,
             )
             await eventually(
-                lambda: _async_true(
+                lambda: async_true(
                     any(
                         e["type"] == "Warning" and e["reason"] == "SweepFailed"
                         for e in events(stack)
@@ -400,10 +292,6 @@ def _peers(stack: Stack) -> dict[str, object]:
 
 async def _a_failed_run_recorded(stack: Stack) -> bool:
     return any(not run.succeeded and run.error for run in await stack.sql.cleanup_runs())
-
-
-async def _async_true(value: bool) -> bool:
-    return value
 
 
 async def report_steadily(service: SessionService, keys: list[SessionKey], rounds: int) -> int:

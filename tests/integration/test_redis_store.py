@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from sessions.model import (
     SessionKey,
     SessionState,
     StoreUnavailable,
+    Version,
     format_time,
     to_millis,
 )
@@ -39,6 +41,7 @@ async def test_write_creates_the_contract_keys_exactly(redis_store: RedisStore) 
         "displayName": "User Name",
         "sessionId": "session_123",
         "revision": "1",
+        "incarnation": "0",
         "reason": "",
         "ttlSeconds": "86400",
     }
@@ -274,3 +277,48 @@ async def test_most_recent_loads_its_script_when_redis_lost_it(redis_store: Redi
     await redis_store.client.script_flush()  # as after a restart or a failover
     found = await asyncio.gather(redis_store.most_recent("bot-1"), redis_store.most_recent("bot-1"))
     assert list(found) == [state, state]
+
+
+async def test_ttl_seconds_is_written_as_plain_decimal(redis_store: RedisStore) -> None:
+    """14 days is 1209600 in the contract hash, never 1.2096e+06; a sub-second TTL (tests)
+    keeps its fraction."""
+    await redis_store.write(make_state(user="long", last_seen=T0), timedelta(days=14))
+    await redis_store.write(make_state(user="short", last_seen=T0), timedelta(seconds=0.4))
+    client = redis_store.client
+    assert await client.hget("session:bot-1:long", "ttlSeconds") == "1209600"
+    assert await client.hget("session:bot-1:short", "ttlSeconds") == "0.4"
+
+
+async def test_a_new_incarnation_replaces_an_older_one_whatever_the_revisions(
+    redis_store: RedisStore,
+) -> None:
+    old = replace(make_state(revision=9, last_seen=T0), incarnation=1000)
+    new = replace(make_state(revision=1, last_seen=T0), incarnation=2000)
+    assert await redis_store.write(old, TTL)
+    assert await redis_store.write(new, TTL)
+    held = await redis_store.get(new.key)
+    assert held is not None and held.version == Version(2000, 1)
+    # the last incarnation's writers are older now, whatever their revision
+    assert not await redis_store.write(replace(old, revision=10), TTL)
+    held = await redis_store.get(new.key)
+    assert held is not None and held.version == Version(2000, 1)
+
+
+async def test_a_removal_leaves_a_tombstone_no_older_write_gets_past(
+    redis_store: RedisStore,
+) -> None:
+    state = replace(make_state(revision=3, last_seen=T0), incarnation=1000)
+    assert await redis_store.write(state, TTL)
+    assert await redis_store.remove(state.key) == 3
+    tombstone = f"botsession:removed:{state.key}"
+    assert await redis_store.client.get(tombstone) == "1000:3"
+    assert 0 < await redis_store.client.pttl(tombstone) <= 3600 * 1000
+    for stale in (state, replace(state, revision=2), replace(state, incarnation=999, revision=7)):
+        assert not await redis_store.write(stale, TTL)
+    assert await redis_store.get(state.key) is None
+    # a floor above what Redis held (the BotSession moved on) raises the tombstone
+    assert await redis_store.remove(state.key, Version(1000, 5)) == 0
+    assert await redis_store.client.get(tombstone) == "1000:5"
+    # what comes after the removal is written: the next revision, or a new incarnation
+    assert await redis_store.write(replace(state, revision=6), TTL)
+    assert await redis_store.write(replace(state, incarnation=2000, revision=1), TTL)

@@ -68,7 +68,7 @@ async def test_cel_rules_agree_with_the_domain_table_on_every_pair(
     kube_botsessions: KubeBotSessions, kube_client: KubeClient, frm: Phase | None
 ) -> None:
     key = SessionKey("bot-cel", f"from-{frm or 'empty'}")
-    record = await kube_botsessions.create(key, IDENTITY)
+    record, _ = await kube_botsessions.create(key, IDENTITY)
     for to, reason in PATH_TO[frm]:
         record = await move(kube_botsessions, record, to, reason)
     assert record.phase == frm
@@ -105,7 +105,7 @@ async def test_revision_must_grow_with_a_phase_change(
     key = SessionKey("bot-1", "rev")
     record = await move(
         kube_botsessions,
-        await kube_botsessions.create(key, IDENTITY),
+        (await kube_botsessions.create(key, IDENTITY))[0],
         Phase.CONNECTING,
         Reason.CREATED,
     )
@@ -128,10 +128,11 @@ async def test_create_get_and_set_phase_round_trip(
     kube_botsessions: KubeBotSessions, controlplane: ControlPlane, namespace: str
 ) -> None:
     key = SessionKey("Bot_1", "4915112345678@c.us")
-    created = await kube_botsessions.create(key, IDENTITY, ttl_seconds=600)
+    created, _ = await kube_botsessions.create(key, IDENTITY, ttl_seconds=600)
     assert (created.phase, created.revision, created.identity) == (None, 0, IDENTITY)
     assert created.name == resource_name(key)
-    again = await kube_botsessions.create(key, Identity())
+    again, was_created = await kube_botsessions.create(key, Identity())
+    assert not was_created
     assert again.name == created.name and again.identity == IDENTITY
     connecting = await move(kube_botsessions, created, Phase.CONNECTING, Reason.CREATED)
     active = await move(kube_botsessions, connecting, Phase.ACTIVE, Reason.CONNECTED)
@@ -146,7 +147,7 @@ async def test_create_get_and_set_phase_round_trip(
 
 async def test_a_stale_revision_is_a_conflict(kube_botsessions: KubeBotSessions) -> None:
     key = SessionKey("bot-1", "cas")
-    created = await kube_botsessions.create(key, IDENTITY)
+    created, _ = await kube_botsessions.create(key, IDENTITY)
     connecting = await move(kube_botsessions, created, Phase.CONNECTING, Reason.CREATED)
     with pytest.raises(RevisionConflict):  # first-phase CAS: resourceVersion moved on
         await move(kube_botsessions, created, Phase.CONNECTING, Reason.CREATED)
@@ -161,7 +162,7 @@ async def test_a_refused_transition_is_transition_refused(
     key = SessionKey("bot-1", "refused")
     record = await move(
         kube_botsessions,
-        await kube_botsessions.create(key, IDENTITY),
+        (await kube_botsessions.create(key, IDENTITY))[0],
         Phase.CONNECTING,
         Reason.CREATED,
     )
@@ -173,7 +174,7 @@ async def test_recent_transitions_keep_the_last_ten(kube_botsessions: KubeBotSes
     key = SessionKey("bot-1", "busy")
     record = await move(
         kube_botsessions,
-        await kube_botsessions.create(key, IDENTITY),
+        (await kube_botsessions.create(key, IDENTITY))[0],
         Phase.CONNECTING,
         Reason.CREATED,
     )

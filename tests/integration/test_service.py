@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -29,11 +29,10 @@ from sessions.model import (
     TransitionRefused,
 )
 from sessions.redis_store import RedisStore, connect
-from sessions.resources import KubeBotSessions
 from sessions.service import ClearFlags, SessionService
 from sessions.settings import load_settings
 from sessions.sql_store import SqlStore
-from tests.fakes import InMemoryBotSessions
+from tests.fakes import Clock, InMemoryBotSessions
 
 pytestmark = pytest.mark.integration
 
@@ -41,71 +40,10 @@ KEY = SessionKey("bot-1", "4915112345678@c.us")
 IDENTITY = Identity("4915112345678", "Jane", "session_123")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2031, 5, 17, 10, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(params=["memory", "kubernetes"])
-def botsessions(request: pytest.FixtureRequest) -> BotSessions:
-    """Every use-case runs on the in-memory BotSessions and on the real API server."""
-    if request.param == "memory":
-        return InMemoryBotSessions()
-    kube: KubeBotSessions = request.getfixturevalue("kube_botsessions")
-    kube.poll_interval = 0.05
-    return kube
-
-
-@pytest.fixture
-def memory_botsessions() -> InMemoryBotSessions:
-    """For the failure cases that the fake can inject (the real ones are in test_resources)."""
-    return InMemoryBotSessions()
-
-
-@pytest.fixture
-def memory_service(
-    memory_botsessions: InMemoryBotSessions,
-    redis_store: RedisStore,
-    sql_store: SqlStore,
-    clock: Clock,
-) -> SessionService:
-    return SessionService(
-        memory_botsessions,
-        redis_store,
-        sql_store,
-        load_settings(session_ttl="24h", clear_wait="1s"),
-        clock,
-    )
-
-
 async def fetch(botsessions: BotSessions, key: SessionKey = KEY) -> BotSessionRecord:
     record = await botsessions.get(key)
     assert record is not None
     return record
-
-
-@pytest.fixture
-async def service(
-    botsessions: BotSessions, redis_store: RedisStore, sql_store: SqlStore, clock: Clock
-) -> SessionService:
-    return SessionService(
-        botsessions,
-        redis_store,
-        sql_store,
-        load_settings(session_ttl="24h", clear_wait="1s"),
-        clock,
-    )
 
 
 async def test_first_report_creates_the_session_everywhere(
@@ -523,15 +461,15 @@ class OperatorFirst(InMemoryBotSessions):
 
     async def create(
         self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
-    ) -> BotSessionRecord:
-        record = await super().create(key, identity, ttl_seconds)
+    ) -> tuple[BotSessionRecord, bool]:
+        record, created = await super().create(key, identity, ttl_seconds)
         first = HistoryEntry(
             key, 1, None, Phase.CONNECTING, Reason.CREATED, "operator", record.created_at
         )
         await self.set_phase(
             record, first, record.created_at, record.created_at + timedelta(hours=24)
         )
-        return record  # the stale copy, as the API holds it
+        return record, created  # the stale copy, as the API holds it
 
 
 async def test_a_first_report_is_created_even_when_the_operator_set_the_phase_first(

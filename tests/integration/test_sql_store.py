@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from sessions import sql_schema
-from sessions.migrate import head_revision, is_current, upgrade
-from sessions.model import HistoryEntry, Phase, Reason, SessionKey, StoreUnavailable
+from sessions.migrate import _config, head_revision, is_current, upgrade
+from sessions.model import HistoryEntry, Phase, Reason, SessionKey, StoreUnavailable, Version
 from sessions.sql_store import CleanupRun, ClearAudit, SqlStore, create_engine
 from tests.conftest import make_state
 
@@ -159,3 +161,61 @@ async def test_unreachable_database_raises_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable, match="database is unavailable"):
         await store.get(KEY)
     await store.close()
+
+
+async def test_a_new_incarnation_replaces_the_row_and_keeps_both_histories(
+    sql_store: SqlStore,
+) -> None:
+    old = replace(make_state(phase=Phase.INACTIVE, revision=9), incarnation=1000)
+    await sql_store.write(
+        old,
+        [replace(entry(9, Phase.ACTIVE, Phase.INACTIVE, Reason.DISCONNECTED), incarnation=1000)],
+    )
+    new = replace(make_state(phase=Phase.CONNECTING, revision=1), incarnation=2000)
+    await sql_store.write(
+        new, [replace(entry(1, None, Phase.CONNECTING, Reason.CREATED), incarnation=2000)]
+    )
+    row = await sql_store.get(new.key)
+    assert row is not None and (row.phase, row.version) == (Phase.CONNECTING, Version(2000, 1))
+    history = await sql_store.history(new.key)
+    assert [(e.incarnation, e.revision) for e in history] == [(2000, 1), (1000, 9)]
+    # a late write of the last incarnation changes nothing
+    await sql_store.write(replace(old, revision=10))
+    row = await sql_store.get(new.key)
+    assert row is not None and row.version == Version(2000, 1)
+    assert (await sql_store.versions())[new.key] == Version(2000, 1)
+    # the finalizer of the last incarnation does not mark the new one ended
+    assert not await sql_store.mark_ended(new.key, Reason.CLEARED, Version(1000, 10), T0, "op")
+    assert await sql_store.mark_ended(new.key, Reason.CLEARED, Version(2000, 2), T0, "op")
+    row = await sql_store.get(new.key)
+    assert row is not None and (row.phase, row.version) == (Phase.INACTIVE, Version(2000, 2))
+
+
+async def test_rows_from_before_incarnations_are_incarnation_0_after_the_migration(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda c: command.upgrade(_config(c), "0001"))
+            await connection.execute(
+                sa.text(
+                    "INSERT INTO session_history (bot_id, user_id, revision, to_phase, reason,"
+                    " actor, at) VALUES ('bot-1', 'user-1', 1, 'connecting', 'Created', 'api',"
+                    " :at)"
+                ),
+                {"at": T0.replace(tzinfo=None)},
+            )
+        assert await upgrade(engine) == ("0001", head_revision())
+        store = SqlStore(engine)
+        old = await store.history(KEY)
+        assert [(e.incarnation, e.revision) for e in old] == [(0, 1)]
+        await store.write(
+            make_state(revision=2), [entry(2, Phase.CONNECTING, Phase.ACTIVE, Reason.CONNECTED)]
+        )
+        await store.write(
+            make_state(revision=2), [entry(2, Phase.CONNECTING, Phase.ACTIVE, Reason.CONNECTED)]
+        )
+        assert [e.revision for e in await store.history(KEY)] == [2, 1]
+    finally:
+        await engine.dispose()
