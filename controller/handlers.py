@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from controller import metrics
 from controller.housekeeper import Housekeeper
-from sessions.botsessions import BotSessionRecord
 from sessions.crd import FINALIZER, GROUP, PLURAL, VERSION
-from sessions.model import SessionKey, utcnow
-from sessions.reconcile import cleanup_deleted, conditions, reconcile
+from sessions.informer import BotSessionIndex
+from sessions.model import utcnow
+from sessions.peering import Activity, KopfPeers, Standalone
+from sessions.reconcile import cleanup_deleted, conditions, first_phase_awaited, reconcile
 from sessions.resources import BOT_LABEL, announce_transition, bot_label, record_of
 from sessions.runtime import Runtime
 from sessions.settings import Settings
@@ -28,7 +29,7 @@ def retry_delay(retry: int) -> float:
     return float(min(60, 2 ** min(retry, 6)))
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
+def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -45,9 +46,20 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # Unlimited, a burst of creations holds every object's handler state at the same time
     # and the process keeps that peak as its RSS: 383 MB instead of 212 MB after creating
     # 3,000 (docs/benchmarks.md, "Operator at scale"). A worker frees its slot 1 s after its
-    # object's last event (kopf's default, 5 s, would cap the rate at 200 / 5 s).
-    settings.queueing.worker_limit = 200
+    # object's last event (kopf's default, 5 s, would cap the rate at 200 / 5 s). The limit
+    # is safe only because no @kopf.index is registered: kopf makes every worker wait until
+    # all objects are indexed, which never happens past the limit (sessions.informer).
+    settings.queueing.worker_limit = config.worker_limit
     settings.queueing.idle_timeout = 1.0
+
+
+@dataclass(frozen=True)
+class Peering:
+    """This replica in a kopf active/standby pair (controller.main fills it from its flags)."""
+
+    name: str
+    identity: str  # kopf's (POD_ID)
+    priority: int
 
 
 def runtime_of(memo: Any) -> Runtime:
@@ -63,32 +75,34 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info or kopf.login_with_service_account(**kwargs)
 
 
-@kopf.index(*RESOURCE, registry=registry)
-def botsessions(body: kopf.Body, **_: Any) -> dict[SessionKey, BotSessionRecord]:
-    """Every BotSession, slim (only its last transition), for the housekeeping loop."""
-    record = record_of(dict(body))
-    return {record.key: replace(record, recent=record.recent[-1:])}
-
-
-def records_in(index: kopf.Index[SessionKey, BotSessionRecord]) -> list[BotSessionRecord]:
-    return [record for store in index.values() for record in store]
-
-
 @kopf.on.startup(registry=registry)
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    configure(settings)
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.settings
-    memo.runtime = await Runtime.open(config, migrate=True)
+    configure(settings, config)
+    memo.runtime = runtime = await Runtime.open(config, migrate=True)
     metrics.serve(config.metrics_port)
-    index: kopf.Index[SessionKey, BotSessionRecord] = kwargs["botsessions"]  # filled later
-    housekeeper = Housekeeper(memo.runtime, lambda: records_in(index))
-    memo.tasks = [asyncio.create_task(housekeeper.run(), name="housekeeping")]
+    index = BotSessionIndex(runtime.kube, runtime.namespace)
+    peering: Peering | None = memo.peering
+    activity: Activity = (
+        KopfPeers(runtime.kube, runtime.namespace, peering.name, peering.identity, peering.priority)
+        if peering
+        else Standalone()
+    )
+    housekeeper = Housekeeper(
+        runtime, index, activity, runner=peering.identity if peering else None
+    )
+    memo.tasks = [
+        asyncio.create_task(index.run(), name="botsession index"),
+        asyncio.create_task(housekeeper.run(), name="housekeeping"),
+    ]
 
 
 @kopf.on.cleanup(registry=registry)
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for task in memo.get("tasks", []):
+    tasks = memo.get("tasks", [])
+    for task in tasks:
         task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # the housekeeper lets go its lease
     if "runtime" in memo:
         await runtime_of(memo).close()
 
@@ -116,15 +130,23 @@ async def sync(
     patch: kopf.Patch,
     memo: kopf.Memo,
     retry: int,
-    reason: str,
     **_: Any,
 ) -> None:
-    """First phase if empty; Redis and the database made to match; Events; conditions."""
-    if reason != kopf.Reason.RESUME and in_step(body):
+    """First phase if empty; Redis and the database made to match; Events; conditions.
+
+    On a restart every object is resumed; one in step costs no I/O (the housekeeping's
+    resync still checks that Redis and the database hold it)."""
+    if not memo.get("handled"):  # kopf's memo here is this object's own copy
+        memo.handled = True
+        metrics.HANDLED_OBJECTS.inc()
+    if in_step(body):
         return
     runtime = runtime_of(memo)
+    record = record_of(dict(body))
+    if first_phase_awaited(record, utcnow(), runtime.settings.first_phase_grace):
+        return  # the API's first phase is an update of status.revision: synced then
     try:
-        outcome = await reconcile(record_of(dict(body)), runtime.service)
+        outcome = await reconcile(record, runtime.service)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(stage="sync").inc()
         raise

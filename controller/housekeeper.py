@@ -1,9 +1,11 @@
 """The operator's background loop: connect timeout, sweep, resync and orphan count, on the
 lease holder only.
 
-kopf runs start-up tasks on a standby peer too, so this loop takes a Redis lease first;
-the replica that holds it does the periodic work, the others wait to take over when the
-lease lapses (its TTL). The work itself is in sessions.housekeeping.
+kopf runs start-up tasks on a standby peer too, so this loop takes a Redis lease first, and
+only on the peer that kopf lets handle objects (the active one, sessions.peering) once its
+BotSession index is filled (sessions.informer). A replica that stops being active releases
+the lease at once, and so does one that shuts down, so a planned handover does not wait for
+the lease's TTL. The work itself is in sessions.housekeeping.
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from controller import metrics
-from sessions.botsessions import BotSessionRecord
-from sessions.housekeeping import count_orphans, resync, run_sweep, time_out_connecting
+from sessions.housekeeping import (
+    adopt_phaseless,
+    count_orphans,
+    resync,
+    run_sweep,
+    time_out_connecting,
+)
+from sessions.informer import BotSessionIndex
 from sessions.locks import RedisLease
 from sessions.logs import event
 from sessions.model import Phase, StoreUnavailable, to_millis
+from sessions.peering import Activity
 from sessions.resources import post_operator_warning
 from sessions.runtime import Runtime
 
@@ -39,11 +47,15 @@ class Housekeeper:
     def __init__(
         self,
         runtime: Runtime,
-        records: Callable[[], Sequence[BotSessionRecord]],
+        index: BotSessionIndex,
+        activity: Activity,
         runner: str | None = None,
     ) -> None:
         self.runtime = runtime
-        self.records = records
+        self.index = index
+        self.records = index.records
+        self.activity = activity
+        self.active = False  # the last answer of `activity`, kept while it cannot be read
         self.runner = runner or runner_name()
         self.lease = RedisLease(runtime.redis.client, "housekeeping", LEASE_TTL, self.runner)
         settings = runtime.settings
@@ -57,19 +69,38 @@ class Housekeeper:
         self.next_failure_report = 0.0
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                metrics.RECONCILE_ERRORS.labels(stage="housekeeping").inc()
-                event(log, "housekeeping step failed", logging.ERROR, error=str(exc))
-            await asyncio.sleep(self.tick)
+        try:
+            while True:
+                try:
+                    await self.step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    metrics.RECONCILE_ERRORS.labels(stage="housekeeping").inc()
+                    event(log, "housekeeping step failed", logging.ERROR, error=str(exc))
+                await asyncio.sleep(self.tick)
+        finally:
+            await self.lease.release()
+            metrics.SWEEP_LEADER.set(0)
+
+    async def may_lead(self) -> bool:
+        """Only the active peer, with its index filled, may hold the lease."""
+        if not self.index.filled.is_set():
+            return False
+        try:
+            self.active = await self.activity.active()
+        except StoreUnavailable as exc:  # the API server: keep the last answer
+            event(log, "could not read the peering", logging.WARNING, error=str(exc))
+        return self.active
 
     async def step(self) -> None:
         loop = asyncio.get_running_loop()
-        self.publish_phases()
+        if self.index.filled.is_set():
+            self.publish_phases()
+        if not await self.may_lead():
+            await self.lease.release()
+            metrics.SWEEP_LEADER.set(0)
+            return
         try:
             leader = await self.lease.hold()
         except StoreUnavailable as exc:
@@ -81,7 +112,9 @@ class Housekeeper:
             return
         # here rather than a kopf timer per connecting object: with any timer, kopf keeps the
         # latest full body of every object in memory (docs/benchmarks.md, "Operator at scale")
-        await time_out_connecting(self.runtime.service, self.runtime.botsessions, self.records())
+        records = self.records()
+        await adopt_phaseless(self.runtime.service, self.runtime.botsessions, records)
+        await time_out_connecting(self.runtime.service, self.runtime.botsessions, records)
         if await self.sweep_due():
             await self.sweep()
         if loop.time() >= self.next_resync:

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import kopf
 
-from controller.handlers import registry
+from controller.handlers import Peering, registry
+from controller.housekeeper import runner_name
 from sessions import logs
 from sessions.kube import ApiError, KubeClient, load_config
 from sessions.settings import SettingsError, load_settings
@@ -78,7 +79,12 @@ def run(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError) as exc:
         print(f"botsession operator: {exc}", file=sys.stderr)
         return 2
-    memo = kopf.Memo(settings=settings)
+    peering = None
+    if args.peering:
+        # kopf names itself after POD_ID; the housekeeping finds itself among kopf's peers by it
+        identity = os.environ.setdefault("POD_ID", runner_name())
+        peering = Peering(args.peering, identity, priority)
+    memo = kopf.Memo(settings=settings, peering=peering)
 
     async def operate() -> None:
         if args.peering:

@@ -57,6 +57,14 @@ STUCK_CONNECTING = Gauge(
 )
 
 
+HANDLED_OBJECTS = Counter(
+    "botsession_handled_objects_total",
+    "BotSessions handled at least once since the operator started (after a restart, all "
+    "are resumed when this reaches their number)",
+    registry=REGISTRY,
+)
+
+
 def serve(port: int) -> None:
     if port:
         start_http_server(port, registry=REGISTRY)

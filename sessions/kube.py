@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json as jsonlib
 import os
 import ssl
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,30 @@ class KubeClient:
             )
         body: dict[str, Any] = response.json()
         return body
+
+    async def watch(
+        self, path: str, params: dict[str, str], timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request ({"type", "object"}), until the server ends it.
+        It holds one connection for up to `timeout` seconds, outside the request slots."""
+        headers = {**self.config.headers(), "Accept": "application/json"}
+        limits = httpx.Timeout(10.0, read=timeout + 30.0)
+        try:
+            async with self.http.stream(
+                "GET",
+                path,
+                params={**params, "watch": "true", "timeoutSeconds": str(int(timeout))},
+                headers=headers,
+                timeout=limits,
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise ApiError(response.status_code, "", response.text[:500])
+                async for line in response.aiter_lines():
+                    if line:
+                        yield jsonlib.loads(line)
+        except httpx.TransportError as exc:
+            raise ApiUnavailable(f"watch {path}: {exc.__class__.__name__}") from exc
 
     async def close(self) -> None:
         await self.http.aclose()
