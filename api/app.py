@@ -4,7 +4,6 @@ Kubernetes client, the use-cases) and closes it on shutdown."""
 from __future__ import annotations
 
 import gc
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,12 +11,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from api import dashboard, errors
+from api import dashboard, errors, metrics
 from api.auth import TokenRegistry
 from api.health import Readiness
+from api.limits import BodyLimit, RateLimiter
 from api.routes import health, router, session_status
 from api.settings import ApiSettings, load_api_settings
 from api.status_fast_path import StatusFastPath
+from sessions import logs, privacy
 from sessions.runtime import Runtime
 from sessions.settings import Settings, load_settings
 
@@ -41,33 +42,11 @@ TAGS = [
 ]
 
 
-# Libraries that log SQL parameters, URLs (with user ids) or payloads at INFO or DEBUG: never
-# below WARNING in the API process, whatever the log level, so that no phone number or token
-# reaches a log line through them (sessions.logs redacts digit runs as a last resort only).
-DATA_LOGGERS = (
-    "sqlalchemy.engine",
-    "sqlalchemy.pool",
-    "aiosqlite",
-    "asyncpg",
-    "httpx",
-    "httpcore",
-    "hpack",
-    "uvicorn.access",
-)
-
-
 # Python's default (700, 10, 10) runs a young-generation collection every 700 allocations,
 # several times per request at thousands of requests a second; almost nothing a request
 # allocates outlives it, so collecting less often frees the same memory for less CPU
 # (+3-6 % session-status throughput, docs/benchmarks.md). Costs at most a few MB.
 GC_THRESHOLDS = (10_000, 50, 100)
-
-
-def quiet_data_loggers() -> None:
-    for name in DATA_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level < logging.WARNING:  # NOTSET (0) included
-            logger.setLevel(logging.WARNING)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -81,7 +60,9 @@ def route_of(endpoint: Callable[..., Any]) -> APIRoute:
 def default_runtime_factory(api_settings: ApiSettings) -> RuntimeFactory:
     async def open_runtime(settings: Settings) -> Runtime:
         return await Runtime.open(
-            settings, kubeconfig=api_settings.kubeconfig, migrate=api_settings.migrate
+            settings,
+            kubeconfig=api_settings.kubeconfig,
+            migrate=api_settings.migrate,
         )
 
     return open_runtime
@@ -106,11 +87,15 @@ def create_app(
         api_settings.tokens_reload_interval,
     )
     factory = runtime_factory or default_runtime_factory(api_settings)
-    quiet_data_loggers()
+    logs.quiet_data_loggers()
+    privacy.configure(
+        settings.fingerprint_key.get_secret_value() if settings.fingerprint_key else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await factory(settings)
+        runtime.observe(metrics.GUARDS)
         app.state.runtime = runtime
         # Everything alive now (imports, routes, models, pools) lives as long as the process;
         # without this, every full collection walks it all again, and those pauses were the
@@ -134,10 +119,13 @@ def create_app(
     app.state.api_settings = api_settings
     app.state.tokens = tokens
     app.state.readiness = Readiness(timeout=api_settings.ready_timeout)
+    app.state.limiter = RateLimiter()
+    app.state.default_rate = api_settings.default_rate()
     errors.install(app)
     if status_fast_path:
         # added first, so RequestLog (added last: outermost) logs and counts its answers too
         app.add_middleware(StatusFastPath, route=route_of(session_status))
+    app.add_middleware(BodyLimit, max_bytes=api_settings.max_body_bytes)
     app.add_middleware(errors.RequestLog)
     app.include_router(router)
     app.include_router(dashboard.router)

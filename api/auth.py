@@ -9,6 +9,10 @@ Format (YAML or JSON; the environment variable takes JSON):
       token: "..."
       scopes: [admin]
 
+A token may carry its own rate limit (`rateLimit: {perSecond: 20, burst: 40}`, or `off`);
+without one, a token gets the default limit (BOTSESSION_API_RATE_LIMIT), except an `admin`
+token, which is not limited unless its entry says so (api/limits.py).
+
 A mapping `{"tokens": [...]}` is accepted too. Scopes: `read` (status, list, detail),
 `report` (report, heartbeat, clear one session), `admin` (everything, including clearing all
 sessions of a bot). Only SHA-256 digests of the tokens are kept in memory, compared in
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import time
@@ -33,7 +38,9 @@ import yaml
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.errors import ApiProblem
+from api import metrics
+from api.errors import ApiProblem, retry_after_header
+from api.limits import Rate, RateLimiter
 from sessions.logs import event
 
 log = logging.getLogger(__name__)
@@ -52,11 +59,22 @@ class TokenError(ValueError):
     """The token configuration is invalid (the message never holds a token)."""
 
 
+_UNSET = object()  # a token entry without `rateLimit`: the default applies
+
+
 @dataclass(frozen=True)
 class ApiToken:
     name: str
     digest: bytes  # SHA-256 of the token
     scopes: frozenset[Scope]
+    rate: Rate | None = None  # its own limit (None: none, or the default when `defaulted`)
+    defaulted: bool = True  # no `rateLimit` in its entry
+
+    def limit(self, default: Rate | None) -> Rate | None:
+        """The limit that applies: its own, else the default (admin tokens: none)."""
+        if not self.defaulted:
+            return self.rate
+        return None if Scope.ADMIN in self.scopes else default
 
     def allows(self, scope: Scope) -> bool:
         return Scope.ADMIN in self.scopes or scope in self.scopes
@@ -85,7 +103,7 @@ def parse_tokens(text: str, source: str) -> list[ApiToken]:
         where = f"{source}: entry {index + 1}"
         if not isinstance(entry, dict):
             raise TokenError(f"{where}: expected a mapping with name, token and scopes")
-        unknown = set(entry) - {"name", "token", "scopes"}
+        unknown = set(entry) - {"name", "token", "scopes", "rateLimit"}
         if unknown:
             raise TokenError(f"{where}: unknown keys {sorted(map(str, unknown))}")
         name = entry.get("name")
@@ -108,8 +126,23 @@ def parse_tokens(text: str, source: str) -> list[ApiToken]:
             parsed = frozenset(Scope(s) for s in scopes)
         except ValueError:
             raise TokenError(f"{where}: scopes must be among read, report, admin") from None
-        tokens.append(ApiToken(name, digest(token), parsed))
+        given = entry.get("rateLimit", _UNSET)
+        rate = None if given is _UNSET else parse_rate(given, where)
+        tokens.append(ApiToken(name, digest(token), parsed, rate, given is _UNSET))
     return tokens
+
+
+def parse_rate(value: Any, where: str) -> Rate | None:
+    """`off` (or false / null), or {perSecond: >0, burst: >=1 (default 2 x perSecond)}."""
+    if value in ("off", False, None):
+        return None
+    if not isinstance(value, dict) or set(value) - {"perSecond", "burst"}:
+        raise TokenError(f"{where}: rateLimit must be off or {{perSecond, burst}}")
+    try:
+        per_second = float(value["perSecond"])
+        return Rate(per_second, int(value.get("burst", max(1, math.ceil(2 * per_second)))))
+    except (KeyError, TypeError, ValueError):
+        raise TokenError(f"{where}: rateLimit needs perSecond > 0 and burst >= 1") from None
 
 
 def _check_unique(tokens: list[ApiToken]) -> None:
@@ -213,6 +246,21 @@ class TokenRegistry:
 
 # --- the FastAPI side --------------------------------------------------------------------
 
+
+def admit(state: Any, token: ApiToken) -> None:
+    """Take one request from the token's bucket, or refuse with 429 and Retry-After."""
+    limiter: RateLimiter = state.limiter
+    wait = limiter.admit(token.name, token.limit(state.default_rate))
+    if wait is not None:
+        metrics.RATE_LIMITED.labels(token.name).inc()
+        raise ApiProblem(
+            429,
+            "rate_limited",
+            f"token {token.name!r} is over its rate limit; retry after {wait:g} s",
+            retry_after_header(wait),
+        )
+
+
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="token",
@@ -249,6 +297,7 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiToken]]:
                 f"token {token.name!r} lacks the {scope.value} scope",
                 required=scope.value,
             )
+        admit(request.app.state, token)
         return token
 
     return dependency

@@ -27,6 +27,7 @@ from sessions.kube import ApiError
 from sessions.logs import event
 from sessions.model import (
     InvalidSessionInput,
+    NameCollision,
     RevisionConflict,
     SessionDeleting,
     SessionError,
@@ -53,6 +54,7 @@ STATUS_OF: dict[type[SessionError], int] = {
     SessionNotFound: 404,
     SessionInactive: 409,
     SessionDeleting: 409,
+    NameCollision: 409,
     RevisionConflict: 409,
     StoreUnavailable: 503,
 }
@@ -67,6 +69,7 @@ HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
 }

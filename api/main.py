@@ -54,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         api_settings = load_api_settings(**overrides)
         settings = load_settings(**({"namespace": args.namespace} if args.namespace else {}))
+        logs.configure(api_settings.log_level)  # before the app: it logs while it is built
         app = create_app(settings, api_settings=api_settings)
     except (SettingsError, TokenError) as exc:
         print(f"botsession api: {exc}", file=sys.stderr)
         return 2
-    logs.configure(api_settings.log_level)
     uvicorn.run(app, host=api_settings.host, port=api_settings.port, **UVICORN_OPTIONS)
     return 0
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from sessions.guard import MetricsObserver
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -18,6 +20,40 @@ LATENCY = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+RATE_LIMITED = Counter(
+    "botsession_api_rate_limited_total",
+    "Requests refused with 429 because their token was over its rate limit",
+    ["token"],
+    registry=REGISTRY,
+)
+BODY_TOO_LARGE = Counter(
+    "botsession_api_body_too_large_total",
+    "Requests refused with 413 because their body was over the limit",
+    registry=REGISTRY,
+)
+
+
+STORE_TIMEOUTS = Counter(
+    "botsession_api_store_timeouts_total",
+    "Store operations abandoned at their time budget",
+    ["store"],
+    registry=REGISTRY,
+)
+STORE_SKIPPED = Counter(
+    "botsession_api_store_skipped_total",
+    "Store operations not attempted because the store was not answering",
+    ["store"],
+    registry=REGISTRY,
+)
+STORE_UNANSWERED = Gauge(
+    "botsession_api_store_unanswered",
+    "1 while a store is skipped (it timed out or refused; a background probe waits for it)",
+    ["store"],
+    registry=REGISTRY,
+)
+GUARDS = MetricsObserver(STORE_TIMEOUTS, STORE_SKIPPED, STORE_UNANSWERED)
 
 
 _Series = tuple[Counter, Histogram]

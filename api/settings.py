@@ -6,12 +6,14 @@ stays in sessions.settings (prefix BOTSESSION_).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.limits import Rate
 from sessions.settings import SettingsError
 
 PREFIX = "BOTSESSION_API_"
@@ -50,7 +52,27 @@ class ApiSettings(BaseSettings):
     history_limit: int = Field(
         default=20, ge=0, le=100, description="history rows of a session read"
     )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="larger request bodies are refused with 413 before they are read",
+    )
+    rate_limit: float = Field(
+        default=500,
+        ge=0,
+        description="requests per second per token, for tokens without their own `rateLimit` "
+        "(admin tokens: none); 0 turns the default off",
+    )
+    rate_burst: int | None = Field(
+        default=None, ge=1, description="the default limit's burst (default: 2 x rate_limit)"
+    )
     log_level: str = Field(default="INFO")
+
+    def default_rate(self) -> Rate | None:
+        if self.rate_limit <= 0:
+            return None
+        return Rate(self.rate_limit, self.rate_burst or max(1, math.ceil(2 * self.rate_limit)))
 
 
 def load_api_settings(**overrides: Any) -> ApiSettings:

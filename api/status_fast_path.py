@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
 
-from api.auth import Scope, TokenRegistry
-from api.errors import ASGIApp, Receive, Send, session_error_response
+from api.auth import Scope, TokenRegistry, admit
+from api.errors import ApiProblem, ASGIApp, Receive, Send, error_response, session_error_response
 from api.errors import Scope as AsgiScope
 from api.schemas import StatusResponse
 from sessions.crd import ID_PATTERN
@@ -52,6 +52,14 @@ class StatusFastPath:
         caller = registry.authenticate(token)
         if caller is None or not caller.allows(Scope.READ):
             await self.app(scope, receive, send)  # the route answers 401 or 403
+            return
+        try:
+            admit(state, caller)
+        except ApiProblem as refused:
+            scope["route"] = self.route
+            await error_response(refused.status, refused.code, refused.message, refused.headers)(
+                scope, receive, send
+            )
             return
         self.served += 1
         scope["route"] = self.route

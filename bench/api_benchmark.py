@@ -543,7 +543,16 @@ async def stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
         token = secrets.token_urlsafe(32)
         tokens_file = workdir / "tokens.json"
         tokens_file.write_text(
-            json.dumps([{"name": "bench", "token": token, "scopes": ["read", "report"]}])
+            json.dumps(
+                [
+                    {
+                        "name": "bench",
+                        "token": token,
+                        "scopes": ["read", "report"],
+                        "rateLimit": "off",
+                    }
+                ]
+            )
         )
         tokens_file.chmod(0o600)
         yield Stack(plane, redis_server, postgres, database_url, workdir, token, tokens_file)

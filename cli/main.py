@@ -109,6 +109,39 @@ def _controlplane(args: argparse.Namespace) -> int:
     return _serve_until_stopped(ControlPlane(), announce)
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    """A real single-node cluster with Redis, PostgreSQL and the chart installed from the
+    locally built image; prints how to reach the API and kubectl, waits for Ctrl-C."""
+    from devstack.cluster.stack import ClusterStack
+
+    def announce(stack: ClusterStack) -> None:
+        print(stack.banner(), flush=True)
+
+    stack = ClusterStack(
+        namespace=args.namespace,
+        api_mode=args.api_mode,
+        port=args.port,
+        extra_values=tuple(args.set or ()),
+    )
+    return _serve_until_stopped(stack, announce)
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    """The fingerprint log lines carry for a userId (BOTSESSION_FINGERPRINT_KEY must be the
+    installation's key), to find one user's lines."""
+    from sessions import privacy
+    from sessions.settings import load_settings
+
+    key = load_settings().fingerprint_key
+    if key is None:
+        print("botsession fingerprint: set BOTSESSION_FINGERPRINT_KEY", file=sys.stderr)
+        return 2
+    privacy.configure(key.get_secret_value())
+    for user_id in args.user_id:
+        print(privacy.user_fingerprint(user_id))
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     """Migrate the database (BOTSESSION_DATABASE_URL, or --database-url) to the newest schema."""
     import asyncio
@@ -166,6 +199,25 @@ def build_parser() -> argparse.ArgumentParser:
     plane = commands.add_parser("controlplane", help="local etcd + kube-apiserver")
     plane.add_argument("action", choices=["up"], help="start it and wait for Ctrl-C")
     plane.set_defaults(func=_controlplane)
+    fingerprint = commands.add_parser(
+        "fingerprint", help="the fingerprint the logs carry for a userId (never the userId)"
+    )
+    fingerprint.add_argument("user_id", nargs="+", help="one or more userIds")
+    fingerprint.set_defaults(func=_fingerprint)
+    cluster = commands.add_parser(
+        "cluster", help="a real local cluster with the chart installed (the stand-in for kind)"
+    )
+    cluster.add_argument("action", choices=["up"], help="start it and wait for Ctrl-C")
+    cluster.add_argument("--namespace", default="bots", help="where the chart goes")
+    cluster.add_argument(
+        "--api-mode",
+        choices=["sidecar", "deployment"],
+        default="sidecar",
+        help="the chart's api.mode (deployment: with the PostgreSQL Pod)",
+    )
+    cluster.add_argument("--port", type=int, default=8000, help="local port for the API")
+    cluster.add_argument("--set", action="append", help="more chart values, key=value")
+    cluster.set_defaults(func=_cluster)
     return parser
 
 

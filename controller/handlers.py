@@ -80,6 +80,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config: Settings = memo.settings
     configure(settings, config)
     memo.runtime = runtime = await Runtime.open(config, migrate=True)
+    runtime.observe(metrics.GUARDS)
     metrics.serve(config.metrics_port)
     index = BotSessionIndex(runtime.kube, runtime.namespace)
     peering: Peering | None = memo.peering

@@ -36,7 +36,6 @@ from sessions.runtime import Runtime
 log = logging.getLogger(__name__)
 LEASE_TTL = timedelta(seconds=30)
 CONNECT_CHECK_INTERVAL = 5.0  # seconds; the precision of the connect timeout
-SWEEP_MARK = "botsession:sweep:last"
 
 
 def runner_name() -> str:
@@ -57,7 +56,9 @@ class Housekeeper:
         self.activity = activity
         self.active = False  # the last answer of `activity`, kept while it cannot be read
         self.runner = runner or runner_name()
-        self.lease = RedisLease(runtime.redis.client, "housekeeping", LEASE_TTL, self.runner)
+        self.lease = RedisLease(
+            runtime.redis.client, runtime.redis.keys.lease("housekeeping"), LEASE_TTL, self.runner
+        )
         settings = runtime.settings
         self.tick = min(
             CONNECT_CHECK_INTERVAL,
@@ -143,7 +144,7 @@ class Housekeeper:
         metrics.STUCK_CONNECTING.set(oldest_connecting)
 
     async def sweep_due(self) -> bool:
-        last = await self.runtime.redis.client.get(SWEEP_MARK)
+        last = await self.runtime.redis.client.get(self.runtime.redis.keys.sweep_mark)
         interval_ms = self.runtime.settings.cleanup_interval.total_seconds() * 1000
         return last is None or to_millis(self.runtime.service.now()) - int(last) >= interval_ms
 
@@ -152,7 +153,9 @@ class Housekeeper:
             report = await run_sweep(
                 self.runtime.service, self.runtime.botsessions, self.records(), self.runner
             )
-        await self.runtime.redis.client.set(SWEEP_MARK, to_millis(self.runtime.service.now()))
+        await self.runtime.redis.client.set(
+            self.runtime.redis.keys.sweep_mark, to_millis(self.runtime.service.now())
+        )
         if report.error:
             await self.failed(report.error)
             return

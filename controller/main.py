@@ -13,7 +13,7 @@ import kopf
 
 from controller.handlers import Peering, registry
 from controller.housekeeper import runner_name
-from sessions import logs
+from sessions import logs, privacy
 from sessions.kube import ApiError, KubeClient, load_config
 from sessions.settings import SettingsError, load_settings
 
@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         # kopf names itself after POD_ID; the housekeeping finds itself among kopf's peers by it
         identity = os.environ.setdefault("POD_ID", runner_name())
         peering = Peering(args.peering, identity, priority)
+    privacy.configure(
+        settings.fingerprint_key.get_secret_value() if settings.fingerprint_key else None
+    )
     memo = kopf.Memo(settings=settings, peering=peering)
 
     async def operate() -> None:

@@ -114,8 +114,9 @@ class Etcd(ManagedProcess):
 class KubeAPIServer(ManagedProcess):
     name = "kube-apiserver"
 
-    def __init__(self, workdir: Path, etcd_url: str) -> None:
+    def __init__(self, workdir: Path, etcd_url: str, verbosity: int = 0) -> None:
         super().__init__(workdir)
+        self.verbosity = verbosity
         self.port = free_port()
         self.etcd_url = etcd_url
         self.binary = control_binary("kube-apiserver")
@@ -164,7 +165,7 @@ class KubeAPIServer(ManagedProcess):
                 f"--service-account-key-file={certs / 'sa.pub'}",
                 f"--service-account-signing-key-file={certs / 'sa.key'}",
                 "--enable-priority-and-fairness=false",
-                "--v=0",
+                f"--v={self.verbosity}",
             ]
         )
         wait_until(
@@ -196,14 +197,17 @@ class KubeAPIServer(ManagedProcess):
 class ControlPlane(Lifecycle):
     """etcd + kube-apiserver with an admin token and a kubeconfig; a context manager."""
 
-    def __init__(self, workdir: Path | None = None, keep: bool = False) -> None:
+    def __init__(
+        self, workdir: Path | None = None, keep: bool = False, apiserver_verbosity: int = 0
+    ) -> None:
+        """apiserver_verbosity: kube-apiserver's --v (3 logs every request's URL)."""
         import tempfile
 
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="botsession-controlplane-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.etcd = Etcd(self.workdir)
-        self.apiserver = KubeAPIServer(self.workdir, self.etcd.url)
+        self.apiserver = KubeAPIServer(self.workdir, self.etcd.url, apiserver_verbosity)
         self.kubeconfig = self.workdir / "kubeconfig"
 
     @property

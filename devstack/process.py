@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Self
 
@@ -75,6 +75,21 @@ def tail(log: Path | None, lines: int = 25) -> str:
         return ""
     text = log.read_text(errors="replace").splitlines()[-lines:]
     return "\n--- last lines of " + str(log) + " ---\n" + "\n".join(text)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (read from /proc), children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], list(children.get(pid, []))
+    while queue:
+        child = queue.pop(0)
+        found.append(child)
+        queue.extend(children.get(child, []))
+    return found
 
 
 class Lifecycle:
@@ -148,6 +163,23 @@ class ManagedProcess(Lifecycle):
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         self.stop(signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP the process and every descendant (PostgreSQL's backends start sessions of
+        their own), SIGCONT on leaving: a server that keeps its connections open but answers
+        nothing, as in a hang."""
+        assert self.proc is not None, f"{self.name} is not running"
+        pids = [self.proc.pid, *descendants(self.proc.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
         self.stop()

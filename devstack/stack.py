@@ -133,6 +133,8 @@ class LocalStack(Lifecycle):
             "BOTSESSION_REDIS_URL": self.redis.url,
             "BOTSESSION_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'db.sqlite3'}",
             "BOTSESSION_METRICS_PORT": str(self.metrics_port),
+            # one key for the operator and the API: their log lines' user fingerprints match
+            "BOTSESSION_FINGERPRINT_KEY": secrets.token_urlsafe(32),
         }
         self.operator = OperatorProcess(
             self.kubeconfig, self.namespace, env, workdir=self.workdir / "operator"

@@ -7,7 +7,7 @@ sweepers at once never remove a session twice, and a re-run finds nothing left t
 Callers (the operator) turn the result into BotSession and history updates.
 
 Every removal is logged as one structured line at INFO ("session removed from redis", with
-botId, userId, why, phase, revision). An index entry that names no session (not
+botId, the user's fingerprint, why, phase, revision). An index entry that names no session (not
 <botId>:<userId>, so not written by this project) is dropped with a WARNING instead of
 stopping every later sweep.
 """
@@ -20,6 +20,7 @@ from datetime import datetime
 
 from sessions.logs import event
 from sessions.model import utcnow
+from sessions.privacy import user_fingerprint
 from sessions.redis_store import MALFORMED, RedisStore, SweptSession
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def _log_removals(removed: list[SweptSession]) -> None:
         bot_id, _, user_id = swept.member.partition(":")
         fields = {
             "botId": bot_id,
-            "userId": user_id,
+            "user": user_fingerprint(user_id),
             "why": swept.why,
             "phase": swept.status or None,
             "revision": swept.revision,

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import json as jsonlib
 import os
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,24 @@ def load_config(kubeconfig: str | None = None) -> KubeConfig:
     raise ValueError("no kubeconfig found (set KUBECONFIG) and not running in a cluster")
 
 
+def retry_after_seconds(value: str | None, default: float = 1.0) -> float:
+    """A Retry-After header (RFC 9110): delay-seconds or an HTTP date; `default` when it is
+    missing or unreadable."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 class KubeClient:
     def __init__(
         self, config: KubeConfig, timeout: float = 10.0, max_connections: int = 50
@@ -172,7 +192,7 @@ class KubeClient:
         finally:
             self._slots.release()
         if response.status_code == 429 or response.status_code >= 500:
-            retry_after = float(response.headers.get("Retry-After", "1") or 1)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise ApiUnavailable(f"{method} {path}: HTTP {response.status_code}", retry_after)
         if response.status_code >= 400:
             try:

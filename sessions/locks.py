@@ -21,9 +21,10 @@ return 0
 
 
 class RedisLease:
-    def __init__(self, client: aioredis.Redis, name: str, ttl: timedelta, holder: str = "") -> None:
+    def __init__(self, client: aioredis.Redis, key: str, ttl: timedelta, holder: str = "") -> None:
+        """`key`: the lease's Redis key (sessions.redis_store.RedisKeys.lease)."""
         self.client = client
-        self.key = f"botsession:lock:{name}"
+        self.key = key
         self.ttl = ttl
         self.token = f"{holder}:{secrets.token_hex(8)}"
         self._release = client.register_script(_RELEASE)

@@ -1,8 +1,13 @@
 """Structured logging: one JSON object per line, with secrets and phone numbers redacted.
 
-Use `event(logger, "message", botId=..., userId=...)`: the keyword fields become JSON keys.
-The formatter masks every run of 7+ digits (phone numbers) and bearer tokens in whatever it
-prints, as a last line of defence: callers should not log such values in the first place.
+Use `event(logger, "message", botId=..., userId=...)`: the keyword fields become JSON keys,
+except `userId`, which becomes `user`, its keyed fingerprint (sessions.privacy): no log line
+holds a raw user id. The formatter masks, in whatever it prints, as a last line of defence
+(callers should not log such values in the first place): bearer tokens, passwords in URLs,
+`password=`/`token=`/`secret=`-style parameters, e-mail-like addresses (WhatsApp ids such as
+4915112345678@c.us too), and phone numbers in any common spelling (7+ digits, possibly
+separated by spaces, dots, dashes, slashes or parentheses, with or without a +); dates
+(2026-12-01) are left alone.
 """
 
 from __future__ import annotations
@@ -14,29 +19,55 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-_DIGITS = re.compile(r"\d{7,}")
-# one pass for all three (every line of the API is redacted, so it is on the hot path):
-# a bearer token, a password in a URL, a run of 7+ digits
-_SECRETS = re.compile(r"(?i)(bearer\s+)[^\s\"',]+|(://[^:/@\s]*:)[^@/\s]+@|\d{7,}")
+from sessions.privacy import user_fingerprint
+
+# Each kind has its own pattern, tried only when a cheap test says the line may hold one:
+# every line of the API is redacted, so this is on its hot path (about 10 us a line).
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+_PARAMETER = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)=[^&\s\"',;]+")
+_ADDRESS = re.compile(r"(?i)[\w.%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+# a phone number candidate: digits, possibly with + ( ) . / - and spaces between them
+_NUMBER = re.compile(r"[+\d][\d ./()-]{5,}\d")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _mask_digits(match: re.Match[str]) -> str:
-    digits = match.group()
-    return "*" * (len(digits) - 3) + digits[-3:]
+def _mask_number(match: re.Match[str]) -> str:
+    """Every digit but the last three becomes *, separators stay: +**-***-****-*678. Fewer
+    than 7 digits, or a date, stay as they are."""
+    text = match.group()
+    date = _DATE.match(text)
+    if date:
+        return date.group() + _NUMBER.sub(_mask_number, text[date.end() :])
+    keep = sum(c.isdigit() for c in text) - 3
+    if keep < 4:
+        return text
+    out = []
+    for char in text:
+        if char.isdigit() and keep > 0:
+            out.append("*")
+            keep -= 1
+        else:
+            out.append(char)
+    return "".join(out)
 
 
-def _mask(match: re.Match[str]) -> str:
-    bearer, url_user = match.group(1, 2)
-    if bearer is not None:
-        return f"{bearer}[redacted]"
-    if url_user is not None:
-        return f"{_DIGITS.sub(_mask_digits, url_user)}[redacted]@"
-    return _mask_digits(match)
+def _mask_url_password(match: re.Match[str]) -> str:
+    return f"{_NUMBER.sub(_mask_number, match.group(1))}[redacted]@"
 
 
 def redact(text: str) -> str:
-    """Mask bearer tokens, URL passwords and the first digits of every run of 7+ digits."""
-    return _SECRETS.sub(_mask, text)
+    """Mask tokens, passwords, addresses and phone numbers (see the module docstring)."""
+    lowered = text.lower()
+    if "bearer" in lowered:
+        text = _BEARER.sub(r"\1[redacted]", text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(_mask_url_password, text)
+    if "=" in text:
+        text = _PARAMETER.sub(r"\1=[redacted]", text)
+    if "@" in text:
+        text = _ADDRESS.sub("[redacted-address]", text)
+    return _NUMBER.sub(_mask_number, text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,13 +97,36 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(payload, default=str, ensure_ascii=False))
 
 
+# Libraries that log SQL parameters, URLs (BotSession names, label selectors) or payloads at
+# INFO or DEBUG: never below WARNING, whatever the log level.
+DATA_LOGGERS = (
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "aiosqlite",
+    "asyncpg",
+    "httpx",
+    "httpcore",
+    "hpack",
+    "uvicorn.access",
+)
+
+
 def configure(level: str = "INFO") -> None:
-    """Send every logger's records to stderr as JSON lines."""
+    """Send every logger's records to stderr as JSON lines; hold the data loggers at
+    WARNING."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    quiet_data_loggers()
+
+
+def quiet_data_loggers() -> None:
+    for name in DATA_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:  # NOTSET (0) included
+            logger.setLevel(logging.WARNING)
 
 
 def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -83,4 +137,10 @@ def log_fields(
     logger: logging.Logger, message: str, fields: Mapping[str, Any], level: int = logging.INFO
 ) -> None:
     """Like event(), for field names that are not Python identifiers (e.g. "from")."""
-    logger.log(level, message, extra={"fields": dict(fields)})
+    if not logger.isEnabledFor(level):
+        return
+    values = dict(fields)
+    user = values.pop("userId", None)
+    if user is not None:
+        values["user"] = user_fingerprint(str(user))
+    logger.log(level, message, extra={"fields": values})

@@ -118,6 +118,13 @@ class SessionDeleting(SessionError):
     code = "session_deleting"
 
 
+class NameCollision(SessionError):
+    """Two sessions' BotSession names collide (80 bits of a digest: not expected to happen,
+    but refused clearly rather than mixing two sessions up)."""
+
+    code = "name_collision"
+
+
 class RevisionConflict(SessionError):
     """Someone else changed the session first (compare-and-swap lost): re-read and retry."""
 

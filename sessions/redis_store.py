@@ -5,12 +5,17 @@ Contract keys (other services may read them; names and fields are fixed by the r
                                    createdAt, expiresAt (+ revision, reason, ttlSeconds)
   session:status:<botId>:<userId>  string: the status, expiring with the session
   session:expiry:<botId>:<userId>  string: expiresAt, expiring with the session
-Project indexes (outside the session: prefix, so a scan of session:* sees contract keys only):
-  botsession:expiry                zset: member <botId>:<userId>, score = when it is due (ms)
-  botsession:bot:<botId>           zset: member <userId>, score = lastSeen (ms)
-  botsession:removed:<botId>:<userId>  string "<incarnation>:<revision>": the newest version
-                                   a removal took away (a tombstone, kept tombstone_ttl); writes
+Project keys, under a configurable prefix (BOTSESSION_REDIS_KEY_PREFIX, default botsession:,
+so two installations can share one Redis), outside the session: prefix, so a scan of
+session:* sees contract keys only:
+  <prefix>expiry                   zset: member <botId>:<userId>, score = when it is due (ms)
+  <prefix>bot:<botId>              zset: member <userId>, score = lastSeen (ms)
+  <prefix>removed:<botId>:<userId> string "<incarnation>:<revision>": the newest version a
+                                   removal took away (a tombstone, kept tombstone_ttl); writes
                                    at or below it are ignored, so removals stick
+  <prefix>lock:<name>              string: a lease's holder (sessions.locks)
+  <prefix>sweep:last               string: when the last sweep ran (epoch ms)
+RedisKeys is the one table of them all.
 
 Every multi-key change is one Lua script (sessions/lua/), so no reader sees half a write.
 No method here scans the keyspace.
@@ -19,6 +24,7 @@ No method here scans the keyspace.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +33,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -34,6 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sessions.guard import GuardObserver, StoreGuard
 from sessions.model import (
     Identity,
     Phase,
@@ -49,27 +57,47 @@ from sessions.redis_batching import ReadBatcher
 
 log = logging.getLogger(__name__)
 
-EXPIRY_INDEX = "botsession:expiry"
+MAX_CONNECTIONS = 100
+DEFAULT_PREFIX = "botsession:"
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-def hash_key(key: SessionKey) -> str:
-    return f"session:{key.bot_id}:{key.user_id}"
+class RedisKeys:
+    """Every key the project reads or writes in Redis."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not _PREFIX.fullmatch(prefix) or prefix.startswith("session:"):
+            raise ValueError("a key prefix is 1-64 of letters, digits and _ . : - (not session:)")
+        self.prefix = prefix
+        self.expiry_index = f"{prefix}expiry"
+        self.sweep_mark = f"{prefix}sweep:last"
+
+    # the contract's keys: fixed by the requirements, never prefixed
+    @staticmethod
+    def hash(key: SessionKey) -> str:
+        return f"session:{key.bot_id}:{key.user_id}"
+
+    @staticmethod
+    def status(key: SessionKey) -> str:
+        return f"session:status:{key.bot_id}:{key.user_id}"
+
+    @staticmethod
+    def expiry(key: SessionKey) -> str:
+        return f"session:expiry:{key.bot_id}:{key.user_id}"
+
+    # the project's own keys
+    def bot_index(self, bot_id: str) -> str:
+        return f"{self.prefix}bot:{bot_id}"
+
+    def tombstone(self, key: SessionKey) -> str:
+        return f"{self.prefix}removed:{key.bot_id}:{key.user_id}"
+
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"
 
 
-def status_key(key: SessionKey) -> str:
-    return f"session:status:{key.bot_id}:{key.user_id}"
-
-
-def expiry_key(key: SessionKey) -> str:
-    return f"session:expiry:{key.bot_id}:{key.user_id}"
-
-
-def bot_index_key(bot_id: str) -> str:
-    return f"botsession:bot:{bot_id}"
-
-
-def tombstone_key(key: SessionKey) -> str:
-    return f"botsession:removed:{key.bot_id}:{key.user_id}"
+EXPIRY_INDEX = RedisKeys().expiry_index  # with the default prefix
+hash_key = RedisKeys.hash
 
 
 def member_of(key: SessionKey) -> str:
@@ -81,9 +109,10 @@ def key_of_member(member: str) -> SessionKey:
     return SessionKey(bot_id, user_id)
 
 
-def _load_script(name: str) -> str:
+def _load_script(name: str, keys: RedisKeys) -> str:
     folder = resources.files("sessions") / "lua"
-    return (folder / "_common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    text = (folder / "_common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    return text.replace("__PREFIX__", keys.prefix)  # RedisKeys checked it holds no quote
 
 
 @dataclass(frozen=True)
@@ -177,7 +206,12 @@ def connect(
         "health_check_interval": 30,
     }
     if not url.startswith("redis+sentinel://"):
-        return aioredis.from_url(url, **options)
+        # callers beyond the pool's size wait for a connection (within their time budget)
+        # instead of failing with "Too many connections" (redis-py's default pool)
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=timeout.total_seconds(), **options
+        )
+        return aioredis.Redis.from_pool(pool)
     parts = urlsplit(url)
     path = [p for p in parts.path.split("/") if p]
     if not path:
@@ -204,18 +238,38 @@ class RedisStore:
     """Session state in Redis. Every method raises StoreUnavailable when Redis is down."""
 
     def __init__(
-        self, client: aioredis.Redis, tombstone_ttl: timedelta = timedelta(hours=1)
+        self,
+        client: aioredis.Redis,
+        tombstone_ttl: timedelta = timedelta(hours=1),
+        *,
+        budget: timedelta = timedelta(milliseconds=500),
+        probe_interval: timedelta = timedelta(seconds=1),
+        observer: GuardObserver | None = None,
+        keys: RedisKeys | None = None,
     ) -> None:
         self.client = client
+        self.keys = keys or RedisKeys()
         self.tombstone_ms = int(tombstone_ttl.total_seconds() * 1000)
+        self.guard = StoreGuard(
+            "redis",
+            budget.total_seconds(),
+            client.ping,
+            probe_interval=probe_interval.total_seconds(),
+            observer=observer,
+        )
         self.reads = ReadBatcher(client)
-        self._write = client.register_script(_load_script("write_state"))
-        self._heartbeat = client.register_script(_load_script("heartbeat"))
-        self._remove = client.register_script(_load_script("remove"))
-        self._sweep = client.register_script(_load_script("sweep"))
-        self._most_recent = client.register_script(_load_script("most_recent"))
+        self._write = client.register_script(_load_script("write_state", self.keys))
+        self._heartbeat = client.register_script(_load_script("heartbeat", self.keys))
+        self._remove = client.register_script(_load_script("remove", self.keys))
+        self._sweep = client.register_script(_load_script("sweep", self.keys))
+        self._most_recent = client.register_script(_load_script("most_recent", self.keys))
 
     async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
+        """One operation within the store's time budget (sessions.guard)."""
+        return await self.guard.call(what, lambda: self._mapped(what, op))
+
+    @staticmethod
+    async def _mapped(what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await op()
         except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
@@ -270,7 +324,7 @@ class RedisStore:
 
     async def get(self, key: SessionKey) -> SessionState | None:
         fields: dict[str, str] = await self._call(
-            "get", lambda: self.reads.call("HGETALL", hash_key(key))
+            "get", lambda: self.reads.call("HGETALL", self.keys.hash(key))
         )
         return _state_from_hash(key, fields)
 
@@ -278,7 +332,7 @@ class RedisStore:
         async def op() -> list[dict[str, str]]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.hgetall(hash_key(key))
+                    pipe.hgetall(self.keys.hash(key))
                 rows: list[dict[str, str]] = await pipe.execute()
                 return rows
 
@@ -306,7 +360,7 @@ class RedisStore:
         members: list[str] = await self._call(
             "due",
             lambda: self.client.zrangebyscore(
-                EXPIRY_INDEX, "-inf", to_millis(now), start=0, num=limit
+                self.keys.expiry_index, "-inf", to_millis(now), start=0, num=limit
             ),
         )
         return members
@@ -334,7 +388,7 @@ class RedisStore:
 
     async def live_count(self, bot_id: str | None = None) -> int:
         """Sessions Redis holds (for one bot, or all): one ZCARD."""
-        key = bot_index_key(bot_id) if bot_id else EXPIRY_INDEX
+        key = self.keys.bot_index(bot_id) if bot_id else self.keys.expiry_index
         count: int = await self._call("live_count", lambda: self.client.zcard(key))
         return count
 
@@ -342,6 +396,7 @@ class RedisStore:
         return bool(await self._call("ping", self.client.ping))
 
     async def close(self) -> None:
+        await self.guard.close()
         await self.reads.close()
         await self.client.aclose()
 

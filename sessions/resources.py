@@ -25,6 +25,7 @@ from sessions.kube import ApiError, KubeClient
 from sessions.model import (
     HistoryEntry,
     Identity,
+    NameCollision,
     Phase,
     Reason,
     RevisionConflict,
@@ -49,11 +50,13 @@ def _slug(text: str, limit: int) -> str:
 
 
 def resource_name(key: SessionKey) -> str:
-    """A DNS-1123 name, readable where possible and unique through a digest:
-    ('Bot_1', '4915112345678@c.us') -> 'bot-1-4915112345678-c-us-3f1a9c0e5b'."""
-    digest = hashlib.sha256(f"{key.bot_id}\0{key.user_id}".encode()).hexdigest()[:10]
-    readable = "-".join(part for part in (_slug(key.bot_id, 40), _slug(key.user_id, 40)) if part)
-    return f"{readable}-{digest}" if readable else f"bs-{digest}"
+    """A DNS-1123 name with no user id in it (the API server logs names; user ids are often
+    phone numbers): the bot, readable, and 80 bits of a digest of (botId, userId):
+    ('Bot_1', '4915112345678@c.us') -> 'bot-1-5f0c2d7a9e41b3c86d20'. A collision (another
+    session's object under this name) is detected and refused (NameCollision)."""
+    digest = hashlib.sha256(f"{key.bot_id}\0{key.user_id}".encode()).hexdigest()[:20]
+    bot = _slug(key.bot_id, 40)
+    return f"{bot}-{digest}" if bot else f"bs-{digest}"
 
 
 def bot_label(bot_id: str) -> str:
@@ -222,8 +225,10 @@ class KubeBotSessions:
             raise
 
     async def get(self, key: SessionKey) -> BotSessionRecord | None:
-        """By the derived name (one GET); a BotSession made by hand under another name is
-        found through the bot label, which the controller stamps on every object."""
+        """By the derived name (one GET); a BotSession made by hand under another name, or
+        created before names stopped holding the user id, is found through the bot label,
+        which the controller stamps on every object. (Never a GET by the old name: that URL
+        would put the user id of every new session into the API server's log.)"""
         record = await self._get_named(resource_name(key))
         if record is not None and record.key == key:
             return record
@@ -239,6 +244,10 @@ class KubeBotSessions:
             if exc.status != 409:
                 raise
         existing = await self.get(key)
+        if existing is None:
+            named = await self._get_named(body["metadata"]["name"])
+            if named is not None and named.key != key:
+                raise NameCollision(f"the name of session {key} is taken by another session")
         if existing is None or existing.deleting:
             raise SessionDeleting(f"session {key} is being deleted; report again shortly")
         return existing, False
@@ -406,6 +415,13 @@ async def _post_event(client: KubeClient, namespace: str, body: dict[str, Any]) 
     return True
 
 
+def event_name(object_name: str, entry: HistoryEntry) -> str:
+    """One per transition: a returning user's new incarnation gets Events of its own."""
+    if entry.incarnation:
+        return f"{object_name}.i{entry.incarnation}.r{entry.revision}"
+    return f"{object_name}.r{entry.revision}"
+
+
 async def announce_transition(
     client: KubeClient, namespace: str, record: BotSessionRecord, entry: HistoryEntry
 ) -> bool:
@@ -418,7 +434,7 @@ async def announce_transition(
         type_="Normal",
         reason=entry.reason.value,
         message=f"{frm} -> {entry.to_phase.value} (revision {entry.revision}, by {entry.actor})",
-        name=f"{record.name}.r{entry.revision}",
+        name=event_name(record.name, entry),
         now=entry.at,
     )
     return await _post_event(client, namespace, body)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sessions.guard import GuardObserver
 from sessions.kube import KubeClient, load_config
 from sessions.migrate import upgrade
-from sessions.redis_store import RedisStore, connect
+from sessions.redis_store import RedisKeys, RedisStore, connect
 from sessions.resources import KubeBotSessions
 from sessions.service import SessionService
 from sessions.settings import Settings
@@ -29,7 +30,11 @@ class Runtime:
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, kubeconfig: str | None = None, migrate: bool = False
+        cls,
+        settings: Settings,
+        *,
+        kubeconfig: str | None = None,
+        migrate: bool = False,
     ) -> Runtime:
         kube_config = load_config(kubeconfig)
         kube = KubeClient(kube_config)
@@ -38,8 +43,15 @@ class Runtime:
                 settings.redis_url, retries=settings.redis_retries, timeout=settings.redis_timeout
             ),
             settings.tombstone_ttl,
+            budget=settings.redis_budget,
+            probe_interval=settings.store_probe_interval,
+            keys=RedisKeys(settings.redis_key_prefix),
         )
-        sql = SqlStore(create_engine(settings.database_url))
+        sql = SqlStore(
+            create_engine(settings.database_url, settings.database_budget),
+            budget=settings.database_budget,
+            probe_interval=settings.store_probe_interval,
+        )
         if migrate:
             await upgrade(sql.engine)
         # only the API creates BotSessions (a first report), and it writes their first phase
@@ -48,6 +60,11 @@ class Runtime:
         )
         service = SessionService(botsessions, redis, sql, settings)
         return cls(settings, redis, sql, kube, botsessions, service)
+
+    def observe(self, observer: GuardObserver) -> None:
+        """Count what the stores' guards do (sessions.guard), e.g. into metrics."""
+        self.redis.guard.observer = observer
+        self.sql.guard.observer = observer
 
     async def close(self) -> None:
         await self.redis.close()

@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -81,9 +81,32 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         description="redis://, rediss:// or redis+sentinel://h1:p,h2:p/name/db",
     )
+    redis_key_prefix: str = Field(
+        "botsession:",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="prefix of the project's own Redis keys (not the contract's session:* "
+        "keys): give each installation sharing one Redis its own",
+    )
     redis_retries: int = Field(5, ge=0, le=50)
     redis_timeout: Duration = Field(timedelta(seconds=5))
+    redis_budget: Duration = Field(
+        timedelta(milliseconds=500),
+        description="the most one Redis operation may take; past it the caller answers from "
+        "elsewhere and Redis is skipped until a background probe gets an answer",
+    )
     database_url: str = Field("sqlite+aiosqlite:///botsession.sqlite3")
+    database_budget: Duration = Field(
+        timedelta(seconds=1), description="the same for one database operation"
+    )
+    store_probe_interval: Duration = Field(
+        timedelta(seconds=1), description="how often a store that stopped answering is probed"
+    )
+
+    fingerprint_key: SecretStr | None = Field(
+        None,
+        description="the installation's secret for the user fingerprints in logs and the clear "
+        "audit (sessions.privacy); unset: random per process",
+    )
 
     # kubernetes
     namespace: str | None = Field(None, description="namespace of BotSessions; default: own")
@@ -103,6 +126,9 @@ class Settings(BaseSettings):
         "orphan_scan_interval",
         "first_phase_grace",
         "tombstone_ttl",
+        "redis_budget",
+        "database_budget",
+        "store_probe_interval",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -136,6 +162,7 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-            shown = "" if name.endswith("_URL") else f" (got {error.get('input')!r})"
+            secret = name.endswith(("_URL", "_KEY"))
+            shown = "" if secret else f" (got {error.get('input')!r})"
             problems.append(f"{name}: {error['msg']}{shown}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -9,19 +9,20 @@ StoreUnavailable when the database cannot be reached.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sessions import sql_schema as t
+from sessions.guard import GuardObserver, StoreGuard
 from sessions.model import (
     HistoryEntry,
     Identity,
@@ -33,13 +34,16 @@ from sessions.model import (
     Version,
     utcnow,
 )
+from sessions.privacy import session_fingerprint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine with settings that suit each backend."""
+def create_engine(url: str, budget: timedelta = timedelta(seconds=5)) -> AsyncEngine:
+    """An engine with settings that suit each backend. `budget` bounds a connect, a wait
+    for a pooled connection and one statement on PostgreSQL (asyncpg has none by default);
+    SqlStore's guard bounds every operation as a whole."""
     if url.startswith("sqlite"):
         # hide_parameters: error messages must not quote values (phone numbers, user ids)
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
@@ -53,18 +57,25 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
+    seconds = budget.total_seconds()
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql+asyncpg"):
+        connect_args = {"timeout": seconds, "command_timeout": seconds}
     return create_async_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
-        pool_timeout=10,
+        pool_timeout=seconds,
         hide_parameters=True,
+        connect_args=connect_args,
     )
 
 
 def user_fingerprint(key: SessionKey) -> str:
-    return hashlib.sha256(str(key).encode()).hexdigest()[:16]
+    """The clear audit's record of a session: keyed (sessions.privacy), not reversible by
+    hashing every phone number."""
+    return session_fingerprint(key.bot_id, key.user_id)
 
 
 @dataclass(frozen=True)
@@ -92,12 +103,33 @@ class ClearAudit:
 
 
 class SqlStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        budget: timedelta = timedelta(seconds=1),
+        probe_interval: timedelta = timedelta(seconds=1),
+        observer: GuardObserver | None = None,
+    ) -> None:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._upsert = self._upsert_statement()
+        self.guard = StoreGuard(
+            "database",
+            budget.total_seconds(),
+            lambda: self._unguarded("ping", _select_one),
+            probe_interval=probe_interval.total_seconds(),
+            observer=observer,
+            detach=True,
+        )
 
     async def _run(
+        self, what: str, op: Callable[[AsyncConnection], Awaitable[T]], write: bool = False
+    ) -> T:
+        """One operation within the store's time budget (sessions.guard)."""
+        return await self.guard.call(what, lambda: self._unguarded(what, op, write))
+
+    async def _unguarded(
         self, what: str, op: Callable[[AsyncConnection], Awaitable[T]], write: bool = False
     ) -> T:
         try:
@@ -106,8 +138,8 @@ class SqlStore:
                     return await op(connection)
             async with self.engine.connect() as connection:
                 return await op(connection)
-        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
-            log.warning("database %s failed: %s", what, exc)
+        except (OperationalError, InterfaceError, OSError, TimeoutError, PoolTimeout) as exc:
+            log.warning("database %s failed: %s", what, exc.__class__.__name__)
             raise StoreUnavailable("database", f"{what}: {exc.__class__.__name__}") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
@@ -115,10 +147,7 @@ class SqlStore:
             raise
 
     async def ping(self) -> bool:
-        async def op(c: AsyncConnection) -> bool:
-            return (await c.execute(sa.text("SELECT 1"))).scalar() == 1
-
-        return await self._run("ping", op)
+        return await self._run("ping", _select_one)
 
     # --- sessions --------------------------------------------------------------------
 
@@ -422,7 +451,12 @@ class SqlStore:
         return await self._run("clear_audits", op)
 
     async def close(self) -> None:
+        await self.guard.close()
         await self.engine.dispose()
+
+
+async def _select_one(connection: AsyncConnection) -> bool:
+    return (await connection.execute(sa.text("SELECT 1"))).scalar() == 1
 
 
 def _state(row: Any) -> SessionState:

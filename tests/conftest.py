@@ -25,6 +25,9 @@ from sessions.resources import KubeBotSessions
 from sessions.sql_store import SqlStore, create_engine
 
 REPO = Path(__file__).resolve().parents[1]
+# the stores' time budget in the tests' own clients: generous, so a loaded CI machine does not
+# trip a guard (tests/integration/test_hangs.py exercises the real budgets)
+TEST_BUDGET = timedelta(seconds=5)
 _skipped: list[str] = []
 T = TypeVar("T")
 
@@ -68,7 +71,9 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 async def redis_store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
     """A store on the session's real redis-server, emptied before each test."""
-    store = RedisStore(connect(redis_server.url, retries=1, timeout=timedelta(seconds=2)))
+    store = RedisStore(
+        connect(redis_server.url, retries=1, timeout=timedelta(seconds=2)), budget=TEST_BUDGET
+    )
     await store.client.flushall()
     try:
         yield store
@@ -92,7 +97,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def sql_store(database_url: str) -> AsyncIterator[SqlStore]:
-    store = SqlStore(create_engine(database_url))
+    store = SqlStore(create_engine(database_url), budget=TEST_BUDGET)
     await upgrade(store.engine)
     try:
         yield store
@@ -184,7 +189,9 @@ async def operator_env(
     kube_botsessions: KubeBotSessions,
 ) -> AsyncIterator[OperatorEnv]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'operator.sqlite3'}"
-    redis = RedisStore(connect(redis_server.url, retries=1, timeout=timedelta(seconds=2)))
+    redis = RedisStore(
+        connect(redis_server.url, retries=1, timeout=timedelta(seconds=2)), budget=TEST_BUDGET
+    )
     await redis.client.flushall()
     operator = OperatorProcess(
         controlplane.kubeconfig,
@@ -196,7 +203,7 @@ async def operator_env(
             "BOTSESSION_METRICS_PORT": "0",
         },
     )
-    sql = SqlStore(create_engine(database_url))
+    sql = SqlStore(create_engine(database_url), budget=TEST_BUDGET)
     with operator:
         try:
             yield OperatorEnv(namespace, operator, redis, sql, kube_botsessions, database_url)

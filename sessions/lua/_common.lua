@@ -1,6 +1,7 @@
 -- Shared helpers, prepended to every script of this folder by sessions.redis_store.
 -- Keys follow the contract: session:<botId>:<userId> (hash), session:status:<botId>:<userId>,
--- session:expiry:<botId>:<userId>; the project's indexes and tombstones live under botsession:.
+-- session:expiry:<botId>:<userId>; the project's indexes and tombstones live under PREFIX
+-- (botsession: by default; sessions.redis_store.RedisKeys substitutes it when loading).
 -- botId and userId never contain ':' (sessions.model.validate_id).
 
 -- epoch milliseconds -> 2025-01-01T00:00:00Z (civil-from-days, H. Hinnant)
@@ -23,14 +24,15 @@ local function iso(ms)
     math.floor(secs / 3600), math.floor((secs % 3600) / 60), secs % 60)
 end
 
-local INDEX = 'botsession:expiry'
+local PREFIX = '__PREFIX__'
+local INDEX = PREFIX .. 'expiry'
 
 local function keys_of(member)
   local sep = string.find(member, ':', 1, true)
   local bot = string.sub(member, 1, sep - 1)
   local user = string.sub(member, sep + 1)
   return 'session:' .. member, 'session:status:' .. member, 'session:expiry:' .. member,
-    'botsession:bot:' .. bot, user
+    PREFIX .. 'bot:' .. bot, user
 end
 
 -- refresh lastSeen/expiresAt, the native TTLs and both indexes; score = when it is due
@@ -57,7 +59,7 @@ end
 -- A tombstone remembers the newest version a removal took away, for a while (ttl_ms), so a
 -- writer holding that version or an older one cannot bring the session back.
 local function tombstone_key(member)
-  return 'botsession:removed:' .. member
+  return PREFIX .. 'removed:' .. member
 end
 
 local function buried(member)

@@ -2,7 +2,7 @@
 -- returns {userId, {field, value, ...}} (the fields empty when the hash has just expired),
 -- or nil when the bot has no session in Redis.
 local bot = ARGV[1]
-local users = redis.call('ZREVRANGE', 'botsession:bot:' .. bot, 0, 0)
+local users = redis.call('ZREVRANGE', PREFIX .. 'bot:' .. bot, 0, 0)
 if #users == 0 then
   return nil
 end

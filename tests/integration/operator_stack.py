@@ -24,6 +24,7 @@ from sessions.resources import KubeBotSessions
 from sessions.service import SessionService
 from sessions.settings import load_settings
 from sessions.sql_store import SqlStore, create_engine
+from tests.conftest import TEST_BUDGET
 
 IDENTITY = Identity("4915112345678", "Jane", "session_123")
 
@@ -74,8 +75,10 @@ async def open_stack(
         )
         kube = KubeClient(load_kubeconfig(controlplane.kubeconfig))
         botsessions = KubeBotSessions(kube, namespace, poll_interval=0.05)
-        redis = RedisStore(connect(redis_server.url, retries=2, timeout=timedelta(seconds=2)))
-        sql = SqlStore(create_engine(database_url))
+        redis = RedisStore(
+            connect(redis_server.url, retries=2, timeout=timedelta(seconds=2)), budget=TEST_BUDGET
+        )
+        sql = SqlStore(create_engine(database_url), budget=TEST_BUDGET)
         await upgrade(sql.engine)
         service = SessionService(botsessions, redis, sql, settings)
         try:

@@ -35,7 +35,7 @@ from devstack.kubectl import kubectl
 from devstack.postgres_server import PostgresServer
 from devstack.process import free_port
 from devstack.redis_server import RedisServer
-from sessions.logs import JsonFormatter
+from sessions.logs import JsonFormatter, quiet_data_loggers
 from sessions.model import Phase, Reason, SessionKey
 from sessions.redis_store import RedisStore, connect
 from sessions.resources import resource_name
@@ -115,6 +115,7 @@ def no_secrets_in_logs(
     caplog: pytest.LogCaptureFixture, secrets_to_hide: list[str]
 ) -> Iterator[None]:
     caplog.set_level(logging.DEBUG)
+    quiet_data_loggers()  # as every component does; the test's own httpx client logs URLs
     yield
     records = caplog.get_records("setup") + caplog.get_records("call")
     assert leaks(records, secrets_to_hide) == []
@@ -986,11 +987,11 @@ async def test_kubernetes_unreachable_is_503_with_retry_after_and_writes_nothing
             f"{V1}/sessions/{BOT}/{USER}/heartbeat", headers=auth("reporter")
         )
         assert beat.status_code == 200
-        # and the API is not ready
+        # and the API stays ready: it serves reads (the check shows Kubernetes down)
         ready = await broken.client.get("/readyz")
-        assert ready.status_code == 503
+        assert ready.status_code == 200
         assert ready.json()["checks"]["kubernetes"]["ok"] is False
-        assert ready.json()["error"]["message"] == "not ready: kubernetes"
+        assert ready.json()["checks"]["redis"]["ok"] is True
     record = await api.runtime.botsessions.get(KEY)
     assert record is not None and (record.phase, record.revision) == (Phase.ACTIVE, 2)
 

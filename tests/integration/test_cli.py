@@ -38,3 +38,19 @@ def test_a_bad_setting_stops_with_its_name(tmp_path: Path) -> None:
     result = botsession("migrate", env=env)
     assert result.returncode == 2
     assert "BOTSESSION_SESSION_TTL" in result.stderr
+
+
+def test_fingerprint_prints_what_the_logs_carry_for_a_user() -> None:
+    import os
+
+    from sessions import privacy
+
+    env = {**os.environ, "BOTSESSION_FINGERPRINT_KEY": "the-installations-key"}
+    result = botsession("fingerprint", "4915112345678@c.us", "jane", env=env)
+    assert result.returncode == 0, result.stderr
+    privacy.configure("the-installations-key")
+    expected = [privacy.user_fingerprint("4915112345678@c.us"), privacy.user_fingerprint("jane")]
+    assert result.stdout.split() == expected
+    without = {k: v for k, v in os.environ.items() if k != "BOTSESSION_FINGERPRINT_KEY"}
+    refused = botsession("fingerprint", "jane", env=without)
+    assert refused.returncode == 2 and "BOTSESSION_FINGERPRINT_KEY" in refused.stderr

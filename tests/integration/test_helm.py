@@ -90,12 +90,21 @@ def test_default_render_is_the_sidecar_design() -> None:
             "RoleBinding",
             "Secret",
             "Secret",
+            "Secret",
             "Service",
             "Service",
             "ServiceAccount",
             "StatefulSet",
         ]
     )
+    # the API runs under the operator's account in sidecar mode: it must be able to create
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    verbs = {
+        v for rule in role["rules"] if "botsessions" in rule["resources"] for v in rule["verbs"]
+    }
+    assert {"create", "delete", "patch", "watch"} <= verbs and "update" not in verbs
+    (fingerprint,) = [d for d in docs if d["metadata"]["name"].endswith("-fingerprint")]
+    assert fingerprint["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
     pod = sts["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["operator", "api"]
@@ -105,6 +114,34 @@ def test_default_render_is_the_sidecar_design() -> None:
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
     crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
     assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in crds)
+
+
+def test_bring_your_own_service_accounts() -> None:
+    """serviceAccount.create=false: no ServiceAccount rendered, and every binding and Pod names
+    the accounts given (before, the bindings named accounts nobody created)."""
+    result = render(
+        "--set",
+        "serviceAccount.create=false",
+        "--set",
+        "serviceAccount.operatorName=ops-operator",
+        "--set",
+        "serviceAccount.apiName=ops-api",
+        "--set",
+        "api.mode=deployment",
+        "--set",
+        "database.url=postgresql+asyncpg://u:p@db:5432/bs",
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert "ServiceAccount" not in kinds(result.stdout)
+    subjects = {s["name"] for d in docs if d["kind"].endswith("RoleBinding") for s in d["subjects"]}
+    assert subjects == {"ops-operator", "ops-api"}
+    accounts = {
+        d["spec"]["template"]["spec"]["serviceAccountName"]
+        for d in docs
+        if d["kind"] in ("StatefulSet", "Deployment")
+    }
+    assert accounts == {"ops-operator", "ops-api"}
 
 
 def test_api_as_its_own_deployment_with_monitoring() -> None:
@@ -130,6 +167,15 @@ def test_api_as_its_own_deployment_with_monitoring() -> None:
     api_role = docs[("Role", "t-botsession-api")]
     verbs = {v for rule in api_role["rules"] for v in rule["verbs"]}
     assert "watch" not in verbs and "update" not in verbs  # least privilege for the API
+    operator_role = docs[("Role", "t-botsession-operator")]
+    operator_verbs = {v for rule in operator_role["rules"] for v in rule["verbs"]}
+    assert "update" not in operator_verbs
+    assert "create" not in {  # the API has its own account in this mode
+        v
+        for rule in operator_role["rules"]
+        if rule["resources"] == ["botsessions"]
+        for v in rule["verbs"]
+    }
     operator = docs[("StatefulSet", "t-botsession")]["spec"]["template"]["spec"]
     assert "--priority=auto" in operator["containers"][0]["args"]
     rules = docs[("PrometheusRule", "t-botsession")]["spec"]["groups"][0]["rules"]

@@ -19,8 +19,8 @@ from sessions.model import (
     format_time,
     to_millis,
 )
-from sessions.redis_store import EXPIRY_INDEX, RedisStore, connect
-from tests.conftest import make_state
+from sessions.redis_store import EXPIRY_INDEX, RedisKeys, RedisStore, connect
+from tests.conftest import eventually, make_state
 
 pytestmark = pytest.mark.integration
 
@@ -190,9 +190,17 @@ async def test_a_stopped_server_raises_a_clear_error() -> None:
         server.stop()
         with pytest.raises(StoreUnavailable, match="redis is unavailable"):
             await store.get(SessionKey("bot-1", "user-1"))
+        # skipped now without waiting, until the background probe reaches it again
+        with pytest.raises(StoreUnavailable, match="skipped"):
+            await store.get(SessionKey("bot-1", "user-1"))
         server.start()  # same port, empty: the client reconnects by itself
+        await eventually(lambda: guard_closed(store), timeout=10)
         assert await store.get(SessionKey("bot-1", "user-1")) is None
         await store.close()
+
+
+async def guard_closed(store: RedisStore) -> bool:
+    return not store.guard.is_open
 
 
 # --- reads issued together go out as one pipeline (sessions.redis_batching) ----------------
@@ -264,6 +272,7 @@ async def test_a_stopped_server_fails_every_read_of_the_batch() -> None:
         )
         assert all(isinstance(a, StoreUnavailable) for a in answers), answers
         server.start()
+        await eventually(lambda: guard_closed(store), timeout=10)
         again = await asyncio.gather(
             store.get(SessionKey("bot-1", "user-1")), store.get(SessionKey("bot-1", "user-2"))
         )
@@ -322,3 +331,27 @@ async def test_a_removal_leaves_a_tombstone_no_older_write_gets_past(
     # what comes after the removal is written: the next revision, or a new incarnation
     assert await redis_store.write(replace(state, revision=6), TTL)
     assert await redis_store.write(replace(state, incarnation=2000, revision=1), TTL)
+
+
+async def test_two_installations_with_their_own_prefixes_share_one_redis(
+    redis_store: RedisStore,
+) -> None:
+    """Their indexes, tombstones and leases are apart; only the contract's session:* keys
+    (fixed by the requirements) are common, so they must not serve the same bot and user."""
+    other = RedisStore(redis_store.client, keys=RedisKeys("tenant-b:"))
+    mine, theirs = make_state(user="a", last_seen=T0), make_state(user="b", last_seen=T0)
+    assert await redis_store.write(mine, TTL)
+    assert await other.write(theirs, TTL)
+    client = redis_store.client
+    assert await client.zrange("botsession:expiry", 0, -1) == ["bot-1:a"]
+    assert await client.zrange("tenant-b:expiry", 0, -1) == ["bot-1:b"]
+    assert [s.member for s in await other.sweep_due(T0 + 2 * TTL, 100)] == ["bot-1:b"]
+    assert await client.exists("tenant-b:removed:bot-1:b") == 1
+    assert await redis_store.get(mine.key) is not None  # the other's sweep left mine alone
+    assert (await redis_store.most_recent("bot-1"), await other.most_recent("bot-1")) == (
+        mine,
+        None,
+    )
+    assert other.keys.lease("housekeeping") == "tenant-b:lock:housekeeping"
+    with pytest.raises(ValueError, match="key prefix"):
+        RedisKeys("session:")

@@ -28,6 +28,7 @@ from sessions.model import (
     StoreUnavailable,
     TransitionRefused,
 )
+from sessions.privacy import user_fingerprint
 from sessions.redis_store import RedisStore, connect
 from sessions.service import ClearFlags, SessionService
 from sessions.settings import load_settings
@@ -71,7 +72,7 @@ async def test_first_report_creates_the_session_everywhere(
     fields = line.fields  # type: ignore[attr-defined]
     assert fields == {
         "botId": "bot-1",
-        "userId": KEY.user_id,
+        "user": user_fingerprint(KEY.user_id),  # never the userId itself
         "from": None,
         "to": "connecting",
         "reason": "Created",
@@ -452,7 +453,8 @@ def test_log_lines_are_json_and_mask_phone_numbers(capsys: pytest.CaptureFixture
         logger.removeHandler(handler)
     line = json.loads(capsys.readouterr().err)
     assert line["message"] == "hello **********678"
-    assert line["token"] == "Bearer [redacted]" and line["userId"] == "u1"
+    assert line["token"] == "Bearer [redacted]"
+    assert "userId" not in line and line["user"] == user_fingerprint("u1")
 
 
 class OperatorFirst(InMemoryBotSessions):

@@ -42,6 +42,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretKeyRef:
       name: {{ default (printf "%s-stores" (include "bs.fullname" .)) .Values.database.existingSecret }}
       key: {{ if .Values.database.existingSecret }}{{ .Values.database.existingSecretKey }}{{ else }}database-url{{ end }}
+- name: BOTSESSION_FINGERPRINT_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (printf "%s-fingerprint" (include "bs.fullname" .)) .Values.logging.fingerprintKey.existingSecret }}
+      key: {{ if .Values.logging.fingerprintKey.existingSecret }}{{ .Values.logging.fingerprintKey.existingSecretKey }}{{ else }}fingerprint-key{{ end }}
+{{- end -}}
+
+{{- define "bs.operatorServiceAccount" -}}
+{{ default (printf "%s-operator" (include "bs.fullname" .)) .Values.serviceAccount.operatorName }}
+{{- end -}}
+
+{{- define "bs.apiServiceAccount" -}}
+{{ default (printf "%s-api" (include "bs.fullname" .)) .Values.serviceAccount.apiName }}
 {{- end -}}
 
 {{- define "bs.apiContainer" -}}

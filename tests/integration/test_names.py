@@ -1,0 +1,82 @@
+"""BotSession names hold no user id (the API server logs every request's URL, and user ids are
+often phone numbers); objects created under the old names keep working; a name collision is
+refused clearly. Against the real API server."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import pytest
+
+from sessions.crd import API_VERSION, KIND
+from sessions.kube import KubeClient
+from sessions.model import Identity, NameCollision, Phase, ReportedState, SessionKey
+from sessions.redis_store import RedisStore
+from sessions.resources import KubeBotSessions, manifest, resource_name
+from sessions.service import SessionService
+from sessions.settings import load_settings
+from sessions.sql_store import SqlStore
+
+pytestmark = pytest.mark.integration
+
+IDENTITY = Identity("4915112345678", "Jane", "session_123")
+
+
+@pytest.mark.parametrize(
+    ("bot", "user"),
+    [("Bot_1", "4915112345678@c.us"), ("b", "jane.doe@example.com"), ("@@", "+49-151")],
+)
+def test_a_name_holds_the_bot_but_not_the_user(bot: str, user: str) -> None:
+    name = resource_name(SessionKey(bot, user))
+    digits = "".join(c for c in user if c.isdigit())
+    assert len(name) <= 63 and name == name.lower()
+    assert (digits == "" or digits not in name) and user.split("@")[0].lower() not in name
+    assert len(name.rsplit("-", 1)[1]) == 20  # 80 bits of digest
+    assert name != resource_name(SessionKey(bot, user + "x"))
+
+
+def legacy_resource_name(key: SessionKey) -> str:
+    """The name BotSessions got before names stopped holding the user id."""
+    digest = hashlib.sha256(f"{key.bot_id}\0{key.user_id}".encode()).hexdigest()[:10]
+    slug = "-".join(
+        re.sub(r"[^a-z0-9]+", "-", part.lower()).strip("-")[:40].strip("-")
+        for part in (key.bot_id, key.user_id)
+    )
+    return f"{slug}-{digest}"
+
+
+async def test_a_botsession_under_its_old_name_is_still_found_and_reported_to(
+    kube_botsessions: KubeBotSessions,
+    kube_client: KubeClient,
+    redis_store: RedisStore,
+    sql_store: SqlStore,
+) -> None:
+    service = SessionService(kube_botsessions, redis_store, sql_store, load_settings())
+    key = SessionKey("bot-1", "4915112345678@c.us")
+    body = manifest(key, IDENTITY, kube_botsessions.namespace)
+    body["metadata"]["name"] = legacy_resource_name(key)
+    await kube_client.request("POST", kube_botsessions.base, json=body)
+    found = await kube_botsessions.get(key)
+    assert found is not None and found.name == legacy_resource_name(key)
+    result = await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    assert not result.created and result.state.phase is Phase.ACTIVE
+    again = await kube_botsessions.get(key)
+    assert again is not None and again.name == legacy_resource_name(key)
+
+
+async def test_a_name_taken_by_another_session_is_refused_clearly(
+    kube_botsessions: KubeBotSessions, kube_client: KubeClient
+) -> None:
+    """Two sessions whose names collide (forced here: a digest of 80 bits does not collide by
+    chance): the second is refused with NameCollision, not an endless revision conflict."""
+    mine, other = SessionKey("bot-1", "mine"), SessionKey("bot-1", "someone-else")
+    squatter: dict[str, Any] = manifest(other, IDENTITY, kube_botsessions.namespace)
+    squatter["metadata"]["name"] = resource_name(mine)
+    await kube_client.request("POST", kube_botsessions.base, json=squatter)
+    with pytest.raises(NameCollision, match="taken by another session"):
+        await kube_botsessions.create(mine, IDENTITY)
+    record = await kube_botsessions.get(other)
+    assert record is not None and record.name == resource_name(mine)
+    assert (record.key, API_VERSION, KIND) == (other, "botsession.dev/v1alpha1", "BotSession")
