@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from sessions.guard import MetricsObserver
+from sessions.guard import guard_metrics
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -35,25 +35,7 @@ BODY_TOO_LARGE = Counter(
 )
 
 
-STORE_TIMEOUTS = Counter(
-    "botsession_api_store_timeouts_total",
-    "Store operations abandoned at their time budget",
-    ["store"],
-    registry=REGISTRY,
-)
-STORE_SKIPPED = Counter(
-    "botsession_api_store_skipped_total",
-    "Store operations not attempted because the store was not answering",
-    ["store"],
-    registry=REGISTRY,
-)
-STORE_UNANSWERED = Gauge(
-    "botsession_api_store_unanswered",
-    "1 while a store is skipped (it timed out or refused; a background probe waits for it)",
-    ["store"],
-    registry=REGISTRY,
-)
-GUARDS = MetricsObserver(STORE_TIMEOUTS, STORE_SKIPPED, STORE_UNANSWERED)
+GUARDS = guard_metrics(REGISTRY, "botsession_api")
 
 
 _Series = tuple[Counter, Histogram]

@@ -26,7 +26,6 @@ from sessions.housekeeping import (
     time_out_connecting,
 )
 from sessions.informer import BotSessionIndex
-from sessions.locks import RedisLease
 from sessions.logs import event
 from sessions.model import Phase, StoreUnavailable, to_millis
 from sessions.peering import Activity
@@ -56,9 +55,7 @@ class Housekeeper:
         self.activity = activity
         self.active = False  # the last answer of `activity`, kept while it cannot be read
         self.runner = runner or runner_name()
-        self.lease = RedisLease(
-            runtime.redis.client, runtime.redis.keys.lease("housekeeping"), LEASE_TTL, self.runner
-        )
+        self.lease = runtime.redis.lease("housekeeping", LEASE_TTL, self.runner)
         settings = runtime.settings
         self.tick = min(
             CONNECT_CHECK_INTERVAL,
@@ -144,18 +141,16 @@ class Housekeeper:
         metrics.STUCK_CONNECTING.set(oldest_connecting)
 
     async def sweep_due(self) -> bool:
-        last = await self.runtime.redis.client.get(self.runtime.redis.keys.sweep_mark)
+        last = await self.runtime.redis.last_sweep()
         interval_ms = self.runtime.settings.cleanup_interval.total_seconds() * 1000
-        return last is None or to_millis(self.runtime.service.now()) - int(last) >= interval_ms
+        return last is None or to_millis(self.runtime.service.now()) - last >= interval_ms
 
     async def sweep(self) -> None:
         with metrics.SWEEP_DURATION.time():
             report = await run_sweep(
                 self.runtime.service, self.runtime.botsessions, self.records(), self.runner
             )
-        await self.runtime.redis.client.set(
-            self.runtime.redis.keys.sweep_mark, to_millis(self.runtime.service.now())
-        )
+        await self.runtime.redis.mark_sweep(self.runtime.service.now())
         if report.error:
             await self.failed(report.error)
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from sessions.guard import MetricsObserver
+from sessions.guard import guard_metrics
 
 REGISTRY = CollectorRegistry()
 
@@ -67,25 +67,7 @@ HANDLED_OBJECTS = Counter(
 )
 
 
-STORE_TIMEOUTS = Counter(
-    "botsession_store_timeouts_total",
-    "Store operations abandoned at their time budget",
-    ["store"],
-    registry=REGISTRY,
-)
-STORE_SKIPPED = Counter(
-    "botsession_store_skipped_total",
-    "Store operations not attempted because the store was not answering",
-    ["store"],
-    registry=REGISTRY,
-)
-STORE_UNANSWERED = Gauge(
-    "botsession_store_unanswered",
-    "1 while a store is skipped (it timed out or refused; a background probe waits for it)",
-    ["store"],
-    registry=REGISTRY,
-)
-GUARDS = MetricsObserver(STORE_TIMEOUTS, STORE_SKIPPED, STORE_UNANSWERED)
+GUARDS = guard_metrics(REGISTRY, "botsession")
 
 
 def serve(port: int) -> None:

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sessions.model import HistoryEntry, Identity, Phase, Reason, SessionKey, Version
+from sessions.model import (
+    HistoryEntry,
+    Identity,
+    Phase,
+    Reason,
+    SessionKey,
+    SessionNotFound,
+    SessionState,
+    Version,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,29 @@ class BotSessionRecord:
 
     def ttl(self, default: timedelta) -> timedelta:
         return timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else default
+
+    @property
+    def seen(self) -> datetime:
+        """When it was last seen, as far as the BotSession knows (it trails Redis)."""
+        return self.last_seen or self.created_at
+
+    def state(self, default_ttl: timedelta, last_seen: datetime | None = None) -> SessionState:
+        """The session state this BotSession stands for, seen at `last_seen` (default: its
+        own lastSeen). Raises SessionNotFound while it has no phase."""
+        if self.phase is None:
+            raise SessionNotFound(f"session {self.key} has no phase yet")
+        seen = last_seen or self.seen
+        return SessionState(
+            key=self.key,
+            phase=self.phase,
+            revision=self.revision,
+            reason=self.reason,
+            last_seen=seen,
+            expires_at=seen + self.ttl(default_ttl),
+            created_at=self.created_at,
+            identity=self.identity,
+            incarnation=self.incarnation,
+        )
 
     @property
     def version(self) -> Version:

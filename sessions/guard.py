@@ -24,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
 from sessions.logs import event
 from sessions.model import StoreUnavailable
 
@@ -80,6 +82,31 @@ class MetricsObserver:
 
     def closed(self, store: str) -> None:
         self._unanswered.labels(store).set(0)
+
+
+def guard_metrics(registry: CollectorRegistry, prefix: str) -> MetricsObserver:
+    """The guards' metrics in a component's registry: <prefix>_store_timeouts_total,
+    <prefix>_store_skipped_total and <prefix>_store_unanswered, labelled by store."""
+    return MetricsObserver(
+        Counter(
+            f"{prefix}_store_timeouts_total",
+            "Store operations abandoned at their time budget",
+            ["store"],
+            registry=registry,
+        ),
+        Counter(
+            f"{prefix}_store_skipped_total",
+            "Store operations not attempted because the store was not answering",
+            ["store"],
+            registry=registry,
+        ),
+        Gauge(
+            f"{prefix}_store_unanswered",
+            "1 while a store is skipped (it timed out or refused; a probe waits for it)",
+            ["store"],
+            registry=registry,
+        ),
+    )
 
 
 class StoreGuard:

@@ -33,7 +33,7 @@ from sessions.model import (
     Transition,
 )
 from sessions.reconcile import ACTOR, first_phase_awaited, give_first_phase
-from sessions.service import SessionService, state_of
+from sessions.service import SessionService
 from sessions.sql_store import CleanupRun
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def changed_at(record: BotSessionRecord) -> datetime:
     """When the session entered its current phase."""
     if record.recent and record.recent[-1].revision == record.revision:
         return record.recent[-1].at
-    return record.last_seen or record.created_at
+    return record.seen
 
 
 def retirable(record: BotSessionRecord, retention: timedelta, now: datetime) -> bool:
@@ -152,7 +152,7 @@ async def resync(
                     await botsessions.touch(record, held.last_seen, held.expires_at)
                     copied.append(held)
             for current in await still_live(botsessions, behind):
-                state = state_of(current, current.last_seen or current.created_at, settings)
+                state = current.state(settings.session_ttl)
                 await service.redis.write(state, current.ttl(settings.session_ttl))
                 report.redis_restored += 1
         finally:  # what reached the BotSessions reaches the database, even after a failure
@@ -164,7 +164,7 @@ async def resync(
         if row is None or row < record.version:
             full = await botsessions.get(record.key)
             if full is not None and full.phase is not None:
-                state = state_of(full, full.last_seen or full.created_at, settings)
+                state = full.state(settings.session_ttl)
                 await service.sql.write(state, full.recent)
                 report.rows_restored += 1
     if report.redis_restored or report.rows_restored:
@@ -250,11 +250,8 @@ async def count_orphans(service: SessionService, owned: set[SessionKey]) -> int:
     """session:<botId>:<userId> hashes no BotSession owns (left alone, only counted). This
     scans the keyspace, so it runs rarely and never in a request path."""
     orphans = 0
-    async for key in service.redis.client.scan_iter(match="session:*", count=1000):
-        rest = key[len("session:") :]
-        if rest.count(":") != 1:
-            continue  # session:status:* and session:expiry:* strings
-        bot_id, user_id = rest.split(":", 1)
+    async for member in service.redis.session_keys():
+        bot_id, user_id = member.split(":", 1)
         try:
             if SessionKey(bot_id, user_id) not in owned:
                 orphans += 1

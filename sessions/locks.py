@@ -50,10 +50,6 @@ class RedisLease:
             raise StoreUnavailable("redis", f"lease {self.key}: {exc}") from exc
         return await self.acquire()
 
-    async def holder(self) -> str | None:
-        value = await self.client.get(self.key)
-        return str(value) if value is not None else None
-
     async def release(self) -> None:
         with contextlib.suppress(Exception):  # the lease expires by itself anyway
             await self._release(keys=[self.key], args=[self.token])

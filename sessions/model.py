@@ -38,9 +38,9 @@ _END_OF_LIFE = frozenset({Reason.EXPIRED, Reason.CLEARED})
 
 # (from, to) -> the reasons that may accompany that transition. `None` is the empty phase
 # of a BotSession nobody has written a status to yet. The requirements' four transitions,
-# plus the design notes' additions (first phase, failed->connecting, any->inactive when
-# expired or cleared). Anything absent is refused. A "transition" to the current phase is
-# not a transition at all (see is_transition).
+# plus the additions docs/architecture.md explains (first phase, failed->connecting,
+# any->inactive when expired or cleared). Anything absent is refused. A "transition" to the
+# current phase is not a transition at all (see is_transition).
 TRANSITIONS: dict[tuple[Phase | None, Phase], frozenset[Reason]] = {
     (None, Phase.CONNECTING): frozenset({Reason.CREATED}),
     (Phase.CONNECTING, Phase.ACTIVE): frozenset({Reason.CONNECTED}),

@@ -26,7 +26,7 @@ from sessions.model import (
     Version,
     format_time,
 )
-from sessions.service import SessionService, pending_if_down, state_of
+from sessions.service import SessionService, pending_if_down
 
 log = logging.getLogger(__name__)
 ACTOR = "operator"
@@ -74,7 +74,7 @@ async def reconcile(record: BotSessionRecord, service: SessionService) -> SyncOu
     if record.phase is None:
         record = await give_first_phase(record, service)
     outcome = SyncOutcome(record)
-    state = state_of(record, record.last_seen or record.created_at, service.settings)
+    state = record.state(service.settings.session_ttl)
     if await pending_if_down(_copy_to_redis(record, state, service), "redis", record.key, RETRYING):
         outcome.pending.append("redis")
     database = service.sql.write(state, record.recent)

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from importlib import resources
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -42,6 +43,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessions.guard import GuardObserver, StoreGuard
+from sessions.locks import RedisLease
 from sessions.model import (
     Identity,
     Phase,
@@ -355,16 +357,6 @@ class RedisStore:
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         return _state_from_hash(SessionKey(bot_id, user_id), fields)
 
-    async def due(self, now: datetime, limit: int) -> list[str]:
-        """Index members due at `now` (expired by score, or inactive), oldest first."""
-        members: list[str] = await self._call(
-            "due",
-            lambda: self.client.zrangebyscore(
-                self.keys.expiry_index, "-inf", to_millis(now), start=0, num=limit
-            ),
-        )
-        return members
-
     async def sweep_due(self, now: datetime, limit: int) -> list[SweptSession]:
         """Remove up to `limit` sessions due at `now`, oldest first, in one script call.
 
@@ -377,14 +369,35 @@ class RedisStore:
         rows = await self._call("sweep", lambda: self._sweep(args=args))
         return _swept(rows)
 
-    async def sweep_members(self, members: Sequence[str], now: datetime) -> list[SweptSession]:
-        """Re-check members read from the index (due()) inside Redis and remove the due ones,
-        atomically: one a heartbeat refreshed since it was read stays."""
-        if not members:
-            return []
-        args: list[str | int] = [to_millis(now), 0, self.tombstone_ms, *members]
-        rows = await self._call("sweep", lambda: self._sweep(args=args))
-        return _swept(rows)
+    async def session_keys(self) -> AsyncIterator[str]:
+        """The `<botId>:<userId>` of every session:<botId>:<userId> hash in Redis, ours or not
+        (the status and expiry strings left out). It scans the keyspace: never call it from
+        a request path."""
+
+        cursor: int = 0
+        while True:  # one SCAN call at a time, each within the budget
+            cursor, keys = await self._call("scan", partial(self._scan_page, cursor))
+            for key in keys:
+                rest = key[len("session:") :]
+                if rest.count(":") == 1:
+                    yield rest
+            if cursor == 0:
+                return
+
+    async def _scan_page(self, cursor: int) -> tuple[int, list[str]]:
+        cursor, keys = await self.client.scan(cursor, match="session:*", count=1000)
+        return cursor, [str(key) for key in keys]  # decode_responses: already str
+
+    async def last_sweep(self) -> int | None:
+        """When the last sweep ran (epoch ms), across replicas; None before the first."""
+        value = await self._call("last_sweep", lambda: self.client.get(self.keys.sweep_mark))
+        return int(value) if value is not None else None
+
+    async def mark_sweep(self, at: datetime) -> None:
+        await self._call("mark_sweep", lambda: self.client.set(self.keys.sweep_mark, to_millis(at)))
+
+    def lease(self, name: str, ttl: timedelta, holder: str) -> RedisLease:
+        return RedisLease(self.client, self.keys.lease(name), ttl, holder)
 
     async def live_count(self, bot_id: str | None = None) -> int:
         """Sessions Redis holds (for one bot, or all): one ZCARD."""

@@ -1,9 +1,9 @@
 """The use-cases the API and the controller share.
 
-Order of writes (design notes, "Who owns what"): the BotSession first (the source of truth,
-compare-and-swap on status.revision), then Redis, then the database. When the Kubernetes
-API fails nothing else is written; when Redis or the database fails the answer says which
-write is pending and the controller repairs it from the BotSession.
+Order of writes (docs/architecture.md, "Compare-and-swap"): the BotSession first (the
+source of truth, compare-and-swap on status.revision), then Redis, then the database. When
+the Kubernetes API fails nothing else is written; when Redis or the database fails the
+answer says which write is pending and the controller repairs it from the BotSession.
 """
 
 from __future__ import annotations
@@ -96,23 +96,6 @@ class ClearResult:
         return not self.pending
 
 
-def state_of(record: BotSessionRecord, last_seen: datetime, settings: Settings) -> SessionState:
-    """The session state a BotSession stands for, seen at `last_seen`."""
-    if record.phase is None:
-        raise SessionNotFound(f"session {record.key} has no phase yet")
-    return SessionState(
-        key=record.key,
-        phase=record.phase,
-        revision=record.revision,
-        reason=record.reason,
-        last_seen=last_seen,
-        expires_at=last_seen + record.ttl(settings.session_ttl),
-        created_at=record.created_at,
-        identity=record.identity,
-        incarnation=record.incarnation,
-    )
-
-
 class SessionService:
     def __init__(
         self,
@@ -200,7 +183,7 @@ class SessionService:
         identity: Identity | None = None,
         actor: str = "api",
     ) -> ReportResult:
-        """A bot reports its phase (design notes, "Status transitions").
+        """A bot reports its phase (docs/architecture.md, "Status transitions").
 
         Creates the BotSession on a first report; a report of the current phase only
         refreshes lastSeen; refused transitions raise TransitionRefused.
@@ -228,7 +211,7 @@ class SessionService:
                 record = fresh
         else:
             raise RevisionConflict(f"session {key} kept changing; try again")
-        state = state_of(record, now, self.settings)
+        state = record.state(self.settings.session_ttl, now)
         if not entries:
             return await self._refresh(record, state, created)
         redis_pending, database_pending = await self._copy_out(state, entries, record)
@@ -262,7 +245,7 @@ class SessionService:
                 raise SessionNotFound(f"no session {key}; report its phase first")
             if record.phase is Phase.INACTIVE:
                 raise SessionInactive(f"session {key} is inactive; report connecting first")
-            state = state_of(record, now, self.settings)
+            state = record.state(self.settings.session_ttl, now)
             if not await self.redis.write(state, record.ttl(self.settings.session_ttl)):
                 beat = await self.redis.heartbeat(key, now)  # a newer write got there first
                 if beat is None:
@@ -312,8 +295,7 @@ class SessionService:
         live = [r for r in candidates if r.phase is not None and not r.deleting]
         if not live:
             raise SessionNotFound(f"no session for {_who(bot_id, key.user_id if key else None)}")
-        newest = max(live, key=lambda r: r.last_seen or r.created_at)
-        return state_of(newest, newest.last_seen or newest.created_at, self.settings)
+        return max(live, key=lambda r: r.seen).state(self.settings.session_ttl)
 
     async def list_bot(
         self, bot_id: str, phase: Phase | None = None, limit: int = 50, offset: int = 0
@@ -374,7 +356,7 @@ class SessionService:
         self, bot_id: str, user_id: str | None, flags: ClearFlags, actor: str
     ) -> ClearResult:
         """Clear one session, or every session of a bot when user_id is None (the caller
-        checks that only admins may do that). See the design notes' table."""
+        checks that only admins may do that). See docs/api.md, "Clear a session"."""
         if not (flags.session or flags.redis or flags.database):
             raise InvalidSessionInput(
                 "at least one of clearSession, clearRedis, clearDatabase must be true"
@@ -479,7 +461,7 @@ class SessionService:
             except SessionDeleting:
                 return []
             with contextlib.suppress(StoreUnavailable):  # the controller backfills it
-                await self.sql.write(state_of(record, seen, self.settings), entries)
+                await self.sql.write(record.state(self.settings.session_ttl, seen), entries)
             return entries
         raise RevisionConflict(f"session {key} kept changing; try again")
 
@@ -520,7 +502,7 @@ class SessionService:
         )
         if moved_on:
             record = moved_on[-1]
-            state = state_of(record, record.last_seen or record.created_at, self.settings)
+            state = record.state(self.settings.session_ttl)
             await pending_if_down(
                 self.redis.write(state, record.ttl(self.settings.session_ttl)),
                 "redis",

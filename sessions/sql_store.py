@@ -242,15 +242,6 @@ class SqlStore:
 
         await self._run("write_many", op, write=True)
 
-    async def add_history(self, entries: Sequence[HistoryEntry]) -> None:
-        if not entries:
-            return
-
-        async def op(c: AsyncConnection) -> None:
-            await c.execute(self._history_insert(entries))
-
-        await self._run("add_history", op, write=True)
-
     async def get(self, key: SessionKey) -> SessionState | None:
         async def op(c: AsyncConnection) -> SessionState | None:
             row = (

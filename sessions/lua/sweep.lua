@@ -2,13 +2,9 @@
 -- is decided and done here, in one atomic step with the reads it is based on, so a session a
 -- heartbeat refreshed in the meantime is left alone and two sweepers never remove it twice.
 -- Every removal leaves a tombstone (see _common.lua) of the version removed, kept tomb_ms.
--- Two forms (ARGV):
---   now_ms, limit, tomb_ms take the first `limit` members due at now_ms from the index and
---                          remove them: choosing and removing happen in the same script call,
---                          so no heartbeat can come in between (sessions.cleanup.sweep)
---   now_ms, 0, tomb_ms, members...  re-check members read from the index earlier: one whose score has
---                          moved past now_ms since (a heartbeat) stays, unless it is inactive;
---                          one no longer in the index is skipped
+-- ARGV: now_ms, limit, tomb_ms. It takes the first `limit` members due at now_ms from the
+-- index and removes them: choosing and removing happen in the same script call, so no
+-- heartbeat can come in between (sessions.cleanup.sweep).
 -- returns a flat list, 5 entries per removed session: member, status, lastSeen, revision,
 -- incarnation.
 -- The status tells why: '' = gone (Redis had already dropped the hash; its other keys and index
@@ -49,30 +45,15 @@ local function remove(member, f)
   n = n + 5
 end
 
-if limit > 0 then
-  -- every member in this range is due: expired by its score, or inactive (score = lastSeen)
-  local members = redis.call('ZRANGEBYSCORE', INDEX, '-inf', now_ms, 'LIMIT', 0, limit)
-  for i = 1, #members do
-    local member = members[i]
-    remove(member, fields_of(member))
-  end
-  if #members > 0 then
-    -- they are the index's lowest ranks (the range starts at -inf): one O(log N + k) call
-    -- instead of one ZREM per member on the big index
-    redis.call('ZREMRANGEBYRANK', INDEX, 0, #members - 1)
-  end
-else
-  now_ms = tonumber(now_ms)
-  for i = 4, #ARGV do
-    local member = ARGV[i]
-    local score = redis.call('ZSCORE', INDEX, member)
-    if score then
-      local f = fields_of(member)
-      if not f[1] or f[1] == 'inactive' or f[1] == 'malformed' or tonumber(score) <= now_ms then
-        remove(member, f)
-        redis.call('ZREM', INDEX, member)
-      end
-    end
-  end
+-- every member in this range is due: expired by its score, or inactive (score = lastSeen)
+local members = redis.call('ZRANGEBYSCORE', INDEX, '-inf', now_ms, 'LIMIT', 0, limit)
+for i = 1, #members do
+  local member = members[i]
+  remove(member, fields_of(member))
+end
+if #members > 0 then
+  -- they are the index's lowest ranks (the range starts at -inf): one O(log N + k) call
+  -- instead of one ZREM per member on the big index
+  redis.call('ZREMRANGEBYRANK', INDEX, 0, #members - 1)
 end
 return out

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from sessions import sql_schema
 from sessions.analytics import analytics, percentile
 from sessions.model import HistoryEntry, Phase, Reason, SessionKey
 from sessions.redis_store import RedisStore
@@ -29,12 +31,32 @@ def entry(
     return HistoryEntry(SessionKey(bot, user), revision, frm, to, reason, "test", at)
 
 
+async def add_history(sql: SqlStore, entries: list[HistoryEntry]) -> None:
+    """History rows alone (no session rows), straight into the table."""
+    rows = [
+        {
+            "bot_id": e.key.bot_id,
+            "user_id": e.key.user_id,
+            "revision": e.revision,
+            "from_phase": e.from_phase.value if e.from_phase else None,
+            "to_phase": e.to_phase.value,
+            "reason": e.reason.value,
+            "actor": e.actor,
+            "at": e.at,
+        }
+        for e in entries
+    ]
+    async with sql.engine.begin() as connection:
+        await connection.execute(sa.insert(sql_schema.history), rows)
+
+
 async def seed(sql: SqlStore, redis: RedisStore) -> None:
     hour = timedelta(hours=1)
     # u1: connected 10:00, disconnected 10:30 -> 30 min active
     # u2: connected 11:00, logged out 11:10 -> 10 min active; then reconnecting
     # u3: connecting since 09:00 (stuck); u4 on another bot
-    await sql.add_history(
+    await add_history(
+        sql,
         [
             entry("u1", 1, None, Phase.CONNECTING, Reason.CREATED, NOW - 3 * hour),
             entry("u1", 2, Phase.CONNECTING, Phase.ACTIVE, Reason.CONNECTED, NOW - 2.5 * hour),
@@ -52,7 +74,7 @@ async def seed(sql: SqlStore, redis: RedisStore) -> None:
             entry("u2", 4, Phase.INACTIVE, Phase.CONNECTING, Reason.RECONNECTING, NOW - hour),
             entry("u3", 1, None, Phase.CONNECTING, Reason.CREATED, NOW - 3.5 * hour),
             entry("u4", 1, None, Phase.CONNECTING, Reason.CREATED, NOW - hour, bot="bot-2"),
-        ]
+        ],
     )
     for user, phase in [("u1", Phase.INACTIVE), ("u2", Phase.CONNECTING), ("u3", Phase.CONNECTING)]:
         await sql.write(make_state(user=user, phase=phase, last_seen=NOW - timedelta(hours=3)))

@@ -176,7 +176,7 @@ async def test_no_operation_scans_the_keyspace(redis_store: RedisStore) -> None:
     await redis_store.heartbeat(SessionKey("bot-1", "user-1"), T0)
     await redis_store.get(SessionKey("bot-1", "user-1"))
     await redis_store.most_recent("bot-1")
-    await redis_store.due(T0, 10)
+    await redis_store.sweep_due(T0, 10)
     await redis_store.remove(SessionKey("bot-1", "user-1"))
     stats = await redis_store.client.info("commandstats")
     assert {"cmdstat_scan", "cmdstat_keys"}.isdisjoint(stats)

@@ -447,6 +447,7 @@ def test_log_lines_are_json_and_mask_phone_numbers(capsys: pytest.CaptureFixture
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # only this handler: another test may have configured the root
     try:
         event(logger, "hello 4915112345678", token="Bearer abc.def", userId="u1")
     finally:

@@ -4,6 +4,7 @@ never on each other; sessions imports neither kopf nor FastAPI; sessions.model n
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -54,3 +55,27 @@ def test_model_depends_on_nothing_but_the_standard_library() -> None:
 def test_the_checker_sees_imports() -> None:
     """Guard against a checker that passes because it reads nothing."""
     assert "devstack" in imported_top_modules("cli")["cli/main.py"]
+
+
+KEY_LITERAL = re.compile(r"^(session|botsession):\S*$")
+
+
+def key_literals(package: str) -> dict[str, list[str]]:
+    """file -> string constants that look like a Redis key (no spaces, a key's prefix)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            value = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(value, str) and KEY_LITERAL.match(value):
+                found.setdefault(str(path.relative_to(ROOT)), []).append(value)
+    return found
+
+
+def test_only_the_redis_store_names_redis_keys() -> None:
+    """One owner of the keyspace: sessions.redis_store.RedisKeys (and its Lua scripts).
+    settings.py holds the default prefix."""
+    found: dict[str, list[str]] = {}
+    for package in ("sessions", "api", "controller", "cli"):
+        found |= key_literals(package)
+    assert set(found) == {"sessions/redis_store.py", "sessions/settings.py"}, found
+    assert found["sessions/settings.py"] == ["botsession:"]
