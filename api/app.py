@@ -14,10 +14,10 @@ from fastapi.routing import APIRoute
 from api import dashboard, errors, metrics
 from api.auth import TokenRegistry
 from api.health import Readiness
-from api.limits import BodyLimit, RateLimiter
+from api.limits import RateLimiter
+from api.middleware import BodyLimit, RequestLog, StatusFastPath
 from api.routes import health, router, session_status
 from api.settings import ApiSettings, load_api_settings
-from api.status_fast_path import StatusFastPath
 from sessions import logs, privacy
 from sessions.runtime import Runtime
 from sessions.settings import Settings, load_settings
@@ -126,8 +126,9 @@ def create_app(
         # added first, so RequestLog (added last: outermost) logs and counts its answers too
         app.add_middleware(StatusFastPath, route=route_of(session_status))
     app.add_middleware(BodyLimit, max_bytes=api_settings.max_body_bytes)
-    app.add_middleware(errors.RequestLog)
+    app.add_middleware(RequestLog)
     app.include_router(router)
+    app.include_router(dashboard.v1)
     app.include_router(dashboard.router)
     app.include_router(health)
     return app

@@ -9,108 +9,30 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from api import metrics
 from api.routes import V1, Reader
-from api.schemas import errors
+from api.schemas import (
+    AnalyticsResponse,
+    CleanupRunOut,
+    Durations,
+    HourlyTransitions,
+    Stuck,
+    StuckSession,
+    errors,
+)
 from sessions.analytics import analytics
 from sessions.crd import ID_PATTERN
 from sessions.model import format_time
 from sessions.runtime import Runtime
 
 router = APIRouter(tags=["analytics"])
+v1 = APIRouter(prefix=V1, tags=["analytics"])
 PAGE = (resources.files("api") / "static" / "dashboard.html").read_text()
 
 
-class HourlyTransitions(BaseModel):
-    hour: str = Field(examples=["2026-11-25T10:00:00Z"])
-    reason: str = Field(examples=["Connected"])
-    count: int
-
-
-class Durations(BaseModel):
-    count: int = Field(description="connections that ended in the window")
-    median: float | None = Field(description="seconds active, median", examples=[1800.0])
-    p95: float | None = Field(description="seconds active, 95th percentile")
-
-
-class StuckSession(BaseModel):
-    botId: str
-    userId: str
-    since: str = Field(description="when it last changed, ISO 8601 UTC")
-
-
-class Stuck(BaseModel):
-    count: int
-    afterSeconds: float
-    oldest: list[StuckSession]
-
-
-class CleanupRunOut(BaseModel):
-    startedAt: str
-    finishedAt: str | None
-    removed: int
-    expired: int
-    inactive: int
-    succeeded: bool
-    error: str | None
-    runner: str
-
-
-class AnalyticsResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "success": True,
-                    "botId": "bot-1",
-                    "generatedAt": "2026-11-25T12:00:00Z",
-                    "windowHours": 24,
-                    "byPhase": {"active": 12, "connecting": 1, "inactive": 30},
-                    "liveInRedis": 13,
-                    "transitionsPerHour": [
-                        {"hour": "2026-11-25T11:00:00Z", "reason": "Connected", "count": 4}
-                    ],
-                    "duration": {"count": 25, "median": 1800.0, "p95": 7200.0},
-                    "stuckConnecting": {
-                        "count": 1,
-                        "afterSeconds": 120.0,
-                        "oldest": [
-                            {"botId": "bot-1", "userId": "user-7", "since": "2026-11-25T11:40:00Z"}
-                        ],
-                    },
-                    "cleanupRuns": [
-                        {
-                            "startedAt": "2026-11-25T11:00:00Z",
-                            "finishedAt": "2026-11-25T11:00:01Z",
-                            "removed": 3,
-                            "expired": 2,
-                            "inactive": 1,
-                            "succeeded": True,
-                            "error": None,
-                            "runner": "botsession-0",
-                        }
-                    ],
-                }
-            ]
-        }
-    )
-
-    success: bool = True
-    botId: str | None
-    generatedAt: str
-    windowHours: float
-    byPhase: dict[str, int] = Field(examples=[{"active": 12, "connecting": 1}])
-    liveInRedis: int | None = Field(description="sessions Redis holds; null when Redis is down")
-    transitionsPerHour: list[HourlyTransitions]
-    duration: Durations
-    stuckConnecting: Stuck
-    cleanupRuns: list[CleanupRunOut]
-
-
-@router.get(
-    f"{V1}/analytics",
+@v1.get(
+    "/analytics",
     summary="Sessions by phase, transitions per hour, durations, stuck sessions, sweeps",
     response_model=AnalyticsResponse,
     responses=errors(401, 403, 422, 503),

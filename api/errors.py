@@ -9,12 +9,8 @@ Nothing here logs a request body, a token or an error message that may quote use
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
-import traceback
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import metrics
 from sessions.kube import ApiError
 from sessions.logs import event
 from sessions.model import (
@@ -39,11 +34,6 @@ from sessions.model import (
 
 log = logging.getLogger("api")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # how long a client should wait before retrying when a store is unavailable
 DEFAULT_RETRY_AFTER = 1.0
@@ -206,86 +196,3 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-
-
-class RequestLog:
-    """Pure ASGI middleware: one log line per request (method, route template, status,
-    duration, the token's name) and the 500 envelope for anything unexpected.
-
-    It logs the route *template*, never the raw path or query (they hold user ids, which
-    may be phone numbers), and never headers or bodies.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        response_started = False
-        state = scope.setdefault("state", {})
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception as exc:
-            status = 500
-            # where it broke, but not the exception's message: messages of database and
-            # HTTP errors quote parameters and URLs, i.e. user ids and phone numbers
-            trace = traceback.extract_tb(exc.__traceback__)[-10:]
-            event(
-                log,
-                "unexpected error",
-                logging.ERROR,
-                route=_route(scope),
-                error=exc.__class__.__name__,
-                trace=[f"{f.filename}:{f.lineno} in {f.name}" for f in trace],
-            )
-            if not response_started:
-                body = json.dumps(
-                    error_body("internal_error", "unexpected error; it has been logged")
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-        finally:
-            metrics.observe(
-                scope.get("method"), _route(scope), status, time.perf_counter() - started
-            )
-            if _route(scope) not in QUIET_ROUTES or status >= 400:
-                event(
-                    log,
-                    "request",
-                    logging.INFO,
-                    method=scope.get("method"),
-                    route=_route(scope),
-                    status=status,
-                    ms=round((time.perf_counter() - started) * 1000, 1),
-                    actor=state.get("actor"),
-                )
-
-
-QUIET_ROUTES = {"/healthz", "/readyz"}
-
-
-def _route(scope: Scope) -> str | None:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else None

@@ -33,10 +33,10 @@ from sessions.model import Identity, Phase, SessionKey, format_time
 from sessions.runtime import Runtime
 from sessions.service import ClearFlags, SessionService
 
-router = APIRouter()
-health = APIRouter(tags=["health"])
-
 V1 = "/v1/whatsapp"
+
+router = APIRouter(prefix=V1)
+health = APIRouter(tags=["health"])
 
 BotId = Annotated[
     str,
@@ -74,7 +74,7 @@ Reporter = Annotated[ApiToken, Depends(require(Scope.REPORT))]
 
 
 @router.get(
-    f"{V1}/session-status/{{botId}}",
+    "/session-status/{botId}",
     tags=["frontend"],
     summary="A session's status, in the shape of the frontend's requirements",
     response_model=StatusResponse,
@@ -111,7 +111,7 @@ async def session_status(
 
 
 @router.post(
-    f"{V1}/clear-session/{{botId}}",
+    "/clear-session/{botId}",
     tags=["frontend"],
     summary="Clear a session (or, with an admin token, every session of a bot)",
     response_model=ClearResponse,
@@ -173,7 +173,7 @@ async def clear_session(
 
 
 @router.post(
-    f"{V1}/sessions/{{botId}}/{{userId}}/report",
+    "/sessions/{botId}/{userId}/report",
     tags=["sessions"],
     summary="Report a session's phase (creates the session on its first report)",
     response_model=ReportResponse,
@@ -215,7 +215,7 @@ async def report(
 
 
 @router.post(
-    f"{V1}/sessions/{{botId}}/{{userId}}/heartbeat",
+    "/sessions/{botId}/{userId}/heartbeat",
     tags=["sessions"],
     summary="Keep a live session alive (Redis only)",
     response_model=HeartbeatResponse,
@@ -240,7 +240,7 @@ async def heartbeat(
 
 
 @router.get(
-    f"{V1}/sessions/{{botId}}",
+    "/sessions/{botId}",
     tags=["sessions"],
     summary="A bot's sessions, most recently seen first",
     response_model=SessionList,
@@ -267,7 +267,7 @@ async def list_sessions(
 
 
 @router.get(
-    f"{V1}/sessions/{{botId}}/{{userId}}",
+    "/sessions/{botId}/{userId}",
     tags=["sessions"],
     summary="One session in full, with its recent history",
     response_model=SessionDetail,

@@ -5,7 +5,7 @@ from typing import Any
 
 UVICORN_OPTIONS: dict[str, Any] = {
     "log_config": None,  # uvicorn's records go through sessions.logs (JSON, redacted)
-    "access_log": False,  # api.errors.RequestLog logs route templates, never raw paths
+    "access_log": False,  # api.middleware.RequestLog logs route templates, never raw paths
     "server_header": False,
     "lifespan": "on",
 }

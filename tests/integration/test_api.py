@@ -28,8 +28,8 @@ import yaml
 from fastapi import FastAPI
 
 from api.app import GC_THRESHOLDS, create_app
+from api.middleware import StatusFastPath
 from api.settings import ApiSettings
-from api.status_fast_path import StatusFastPath
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
 from devstack.postgres_server import PostgresServer
@@ -557,7 +557,7 @@ async def test_status_falls_back_to_the_database_when_redis_misses(api: Api) -> 
     assert response.json()["status"] == "active" and response.json()["phoneNumber"] == PHONE
 
 
-# --- the session-status fast path (api/status_fast_path.py) answers as the route does ------
+# --- the session-status fast path (api/middleware.py) answers as the route does ------
 
 
 def fast_path_of(app: FastAPI) -> StatusFastPath:

@@ -1,0 +1,286 @@
+"""The API's pure ASGI layers, outermost first: RequestLog (one log line and the metrics per
+request, the 500 envelope), BodyLimit (413 before a large body is read or authenticated)
+and StatusFastPath (the ordinary session-status request answered without FastAPI's
+machinery). api.app stacks them in that order."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import traceback
+from urllib.parse import parse_qsl
+
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import metrics
+from api.auth import Scope as TokenScope
+from api.auth import TokenRegistry, admit, bearer_token
+from api.errors import ApiProblem, error_body, error_response, session_error_response
+from api.schemas import StatusResponse
+from sessions.crd import ID_PATTERN
+from sessions.logs import event
+from sessions.model import SessionError
+from sessions.runtime import Runtime
+
+log = logging.getLogger("api")
+_ID = re.compile(ID_PATTERN)
+
+
+class RequestLog:
+    """Pure ASGI middleware: one log line per request (method, route template, status,
+    duration, the token's name) and the 500 envelope for anything unexpected.
+
+    It logs the route *template*, never the raw path or query (they hold user ids, which
+    may be phone numbers), and never headers or bodies.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        state = scope.setdefault("state", {})
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            status = 500
+            # where it broke, but not the exception's message: messages of database and
+            # HTTP errors quote parameters and URLs, i.e. user ids and phone numbers
+            trace = traceback.extract_tb(exc.__traceback__)[-10:]
+            event(
+                log,
+                "unexpected error",
+                logging.ERROR,
+                route=_route(scope),
+                error=exc.__class__.__name__,
+                trace=[f"{f.filename}:{f.lineno} in {f.name}" for f in trace],
+            )
+            if not response_started:
+                body = json.dumps(
+                    error_body("internal_error", "unexpected error; it has been logged")
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            metrics.observe(
+                scope.get("method"), _route(scope), status, time.perf_counter() - started
+            )
+            if _route(scope) not in QUIET_ROUTES or status >= 400:
+                event(
+                    log,
+                    "request",
+                    logging.INFO,
+                    method=scope.get("method"),
+                    route=_route(scope),
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 1),
+                    actor=state.get("actor"),
+                )
+
+
+QUIET_ROUTES = {"/healthz", "/readyz"}
+
+
+def _route(scope: Scope) -> str | None:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(send)
+            return
+        # read it here, at most max_bytes + one chunk, and hand it on whole: the app (FastAPI
+        # turns any error while reading a body into a 400) never sees an oversized one
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: wait for a disconnect, as usual
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        metrics.BODY_TOO_LARGE.inc()
+        body = json.dumps(
+            error_body(
+                "payload_too_large",
+                f"the request body is larger than {self.max_bytes} bytes",
+                limit=self.max_bytes,
+            )
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class StatusFastPath:
+    """The hot path of `GET /v1/whatsapp/session-status/{botId}`, served without FastAPI's routing,
+    dependency injection and response validation.
+
+    The frontend polls this endpoint for every bot it shows, so it is the API's busiest by far. This
+    ASGI layer answers the ordinary request itself: a well-formed id, at most a `userId` query, a
+    bearer token with the read scope. Anything else (a bad id, a missing or wrong token, another
+    query parameter) goes on, untouched, to the FastAPI route in api/routes.py, which stays the one
+    definition of the endpoint: its OpenAPI entry, its validation and its error answers. Both call
+    the same SessionService.status and build the same body (schemas.StatusResponse) and errors
+    (errors.session_error_response); tests/integration/test_api.py compares them byte for byte.
+
+    It sits inside RequestLog, so metrics and the log line are the same as for any route
+    (it sets scope["route"] to the FastAPI route for their template). docs/benchmarks.md ("The
+    REST API under load") has what it saves.
+    """
+
+    def __init__(self, app: ASGIApp, route: APIRoute) -> None:
+        self.app = app
+        self.route = route
+        self.served = 0  # answered here rather than by the route
+        self.prefix = route.path.removesuffix("{botId}")
+        if self.prefix + "{botId}" != route.path:
+            raise ValueError(f"expected a route ending in {{botId}}, got {route.path}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = self._ordinary(scope)
+        if request is None:
+            await self.app(scope, receive, send)
+            return
+        bot_id, user_id, token = request
+        state = scope["app"].state
+        registry: TokenRegistry = state.tokens
+        caller = registry.authenticate(token)
+        if caller is None or not caller.allows(TokenScope.READ):
+            await self.app(scope, receive, send)  # the route answers 401 or 403
+            return
+        try:
+            admit(state, caller)
+        except ApiProblem as refused:
+            scope["route"] = self.route
+            await error_response(refused.status, refused.code, refused.message, refused.headers)(
+                scope, receive, send
+            )
+            return
+        self.served += 1
+        scope["route"] = self.route
+        scope.setdefault("state", {})["actor"] = caller.name
+        runtime: Runtime = state.runtime
+        try:
+            view = await runtime.service.status(bot_id, user_id)
+        except SessionError as exc:
+            await session_error_response(exc)(scope, receive, send)
+            return
+        body = StatusResponse.json_of(view.state)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                    (b"x-session-source", view.source.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _ordinary(self, scope: Scope) -> tuple[str, str | None, str] | None:
+        """(botId, userId, token) when this is a request the fast path may answer."""
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return None
+        path = _route_path(scope)
+        if not path.startswith(self.prefix):
+            return None
+        bot_id = path[len(self.prefix) :]
+        if _ID.fullmatch(bot_id) is None:
+            return None
+        user_id: str | None = None
+        if scope["query_string"]:
+            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            if len(query) != 1 or query[0][0] != "userId" or _ID.fullmatch(query[0][1]) is None:
+                return None
+            user_id = query[0][1]
+        token = _header_token(scope["headers"])
+        if token is None or not token.isprintable() or " " in token:
+            return None
+        return bot_id, user_id, token
+
+
+def _header_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            return bearer_token(value.decode("latin-1"))
+    return None
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches (Starlette's get_route_path): without the root path."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
