@@ -7,8 +7,8 @@ Everything is real and started here (stopped at the end): etcd + kube-apiserver
 uvicorn with the same settings for both (`--workers`, `--loop`, `--http`, no access log, the
 API's JSON logging at `--log-level` for both), one contender running at a time.
 
-  .venv/bin/python bench/api_benchmark.py --json /tmp/api-bench.json     # full (~4 min)
-  .venv/bin/python bench/api_benchmark.py --duration 5 --warmup 2 \\
+  .venv/bin/python -m bench.api_benchmark --json /tmp/api-bench.json     # full (~4 min)
+  .venv/bin/python -m bench.api_benchmark --duration 5 --warmup 2 \\
       --sessions 100 --storm 50                                         # quick check
 
 Steps (namespace `bench`, one token with the read and report scopes):
@@ -41,9 +41,11 @@ The API sets a new session's first phase itself (sessions.service: report), so t
 is not needed for any of this; `--operator` runs it beside the API in step 3 as in production.
 
 CPU is (utime + stime) from /proc/<pid>/stat of each server's process tree over each measured
-window, as % of one core (the machine's total from /proc/stat, wrk's from its rusage). Exit
-code 1 when a run had non-2xx answers or socket errors (they fail the targets too), 2 with
-`--strict` when a target is missed, else 0.
+window, as % of one core (the machine's total from /proc/stat, wrk's from its rusage; `others`
+is the machine's busy CPU minus this benchmark's processes: bench.measure.CpuMeter). The
+servers, the token and the seeding calls are bench/testbed.py's, shared with
+bench/hang_benchmark.py. Exit code 1 when a run had non-2xx answers or socket errors (they
+fail the targets too), 2 with `--strict` when a target is missed, else 0.
 """
 
 from __future__ import annotations
@@ -51,21 +53,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
 import json
-import math
 import os
-import resource
-import secrets
 import shutil
 import signal
 import string
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,162 +71,42 @@ from typing import Any, Self
 import httpx
 import sqlalchemy as sa
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: bench/ is sys.path[0], not the repo
-    sys.path.insert(0, str(REPO))
-
-from bench.operator_benchmark import (  # noqa: E402
-    CLK_TCK,
-    bounded,
-    cpu_seconds,
+from bench.measure import (
+    CpuMeter,
+    fmt,
+    library_versions,
     loadavg,
     log,
-    memory_kb,
+    memory_total,
+    others_busy,
+    percentile,
     pid_of,
     versions,
+    wait_quiet,
 )
-from devstack.controlplane import ControlPlane  # noqa: E402
-from devstack.kubectl import install_crds, kubectl  # noqa: E402
-from devstack.operator_process import OperatorProcess  # noqa: E402
-from devstack.postgres_server import PostgresServer  # noqa: E402
-from devstack.process import DevstackError, ManagedProcess, free_port, wait_until  # noqa: E402
-from devstack.redis_server import RedisServer  # noqa: E402
-from sessions.migrate import upgrade  # noqa: E402
-from sessions.model import SessionKey  # noqa: E402
-from sessions.sql_store import create_engine  # noqa: E402
+from bench.testbed import (
+    NAMESPACE,
+    V1,
+    Stack,
+    heartbeat_path,
+    identity,
+    report_path,
+    sanity,
+    seed,
+    stack,
+    status_path,
+)
+from devstack.operator_process import OperatorProcess
+from devstack.process import DevstackError, ManagedProcess, free_port, wait_until
+from sessions.model import SessionKey
+from sessions.sql_store import create_engine
 
-NAMESPACE = "bench"
-V1 = "/v1/whatsapp"
 REPORT_CYCLE = ("disconnected", "connecting", "connected")  # one transition each, from active
 WRK_MARK = "WRK-JSON "
 
 # the issue's targets
 TARGET_RATIO = 0.70
 TARGET_P99_MS = 20.0
-
-
-# --- /proc -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proc:
-    comm: str
-    ppid: int
-    cpu: float  # utime + stime + cutime + cstime (its reaped children too), seconds
-
-
-def processes() -> dict[int, Proc]:
-    """Every process now, from /proc/<pid>/stat."""
-    out: dict[int, Proc] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                ticks = sum(int(v) for v in fields[11:15])
-                comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-                out[int(entry.name)] = Proc(comm, int(fields[1]), ticks / CLK_TCK)
-    return out
-
-
-def tree(pid: int, procs: dict[int, Proc]) -> set[int]:
-    """The process and all its descendants (uvicorn workers, PostgreSQL backends)."""
-    children: dict[int, list[int]] = {}
-    for child, proc in procs.items():
-        children.setdefault(proc.ppid, []).append(child)
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        if current in procs and current not in found:
-            found.add(current)
-            todo.extend(children.get(current, []))
-    return found
-
-
-def tree_cpu(pid: int, procs: dict[int, Proc]) -> float:
-    """CPU of a process tree: with cutime/cstime, the end value minus the start value is
-    right even when children (PostgreSQL backends) come and go within the window."""
-    return sum(procs[member].cpu for member in tree(pid, procs))
-
-
-def machine_cpu() -> float:
-    """Busy CPU seconds of the whole machine, all cores, from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / CLK_TCK  # all but idle and iowait
-
-
-def children_cpu() -> float:
-    """CPU seconds of this process's reaped children (wrk, once it has exited)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass
-class CpuMark:
-    start: float
-    procs: dict[int, Proc]
-    machine_busy: float
-    children: float
-    own: float
-
-
-class CpuMeter:
-    """CPU of named process trees over a window, and of wrk, this process, everything else on
-    the machine (`others`: processes outside this benchmark, e.g. someone else's tests) and
-    the machine as a whole (/proc/stat, so kernel work no process is charged for too)."""
-
-    def __init__(self, roots: dict[str, int]) -> None:
-        self.roots = dict(roots)
-
-    def rss_mb(self, name: str) -> tuple[float, float]:
-        """(VmRSS, VmHWM) of a named process tree, in MB (summed over its processes)."""
-        rss = hwm = 0
-        for member in tree(self.roots[name], processes()):
-            with contextlib.suppress(OSError):
-                now, peak = memory_kb(member)
-                rss, hwm = rss + now, hwm + peak
-        return round(rss / 1024, 1), round(hwm / 1024, 1)
-
-    def begin(self) -> CpuMark:
-        return CpuMark(
-            time.monotonic(), processes(), machine_cpu(), children_cpu(), time.process_time()
-        )
-
-    def end(self, mark: CpuMark) -> dict[str, float]:
-        """% of one core per name, plus `wrk`, `bench`, `others` and `machine`."""
-        procs, busy = processes(), machine_cpu()
-        seconds = time.monotonic() - mark.start
-
-        def pct(used: float) -> float:
-            return round(100 * used / seconds, 1)
-
-        out = {
-            name: pct(tree_cpu(pid, procs) - tree_cpu(pid, mark.procs))
-            for name, pid in self.roots.items()
-        }
-        out["wrk"] = pct(children_cpu() - mark.children)
-        out["bench"] = pct(time.process_time() - mark.own)
-        ours = tree(os.getpid(), procs) | tree(os.getpid(), mark.procs)
-        foreign = [
-            procs[p].cpu - mark.procs[p].cpu if p in mark.procs else procs[p].cpu
-            for p in procs
-            if p not in ours
-        ]
-        out["others"] = pct(sum(foreign))
-        out["machine"] = pct(busy - mark.machine_busy)
-        return out
-
-    def top_others(self, mark: CpuMark, count: int = 3) -> list[str]:
-        """The busiest processes outside this benchmark since `mark` (for the log)."""
-        procs, seconds = processes(), time.monotonic() - mark.start
-        ours = tree(os.getpid(), procs)
-        used = {
-            p: procs[p].cpu - (mark.procs[p].cpu if p in mark.procs else 0.0)
-            for p in procs
-            if p not in ours
-        }
-        top = sorted(used, key=used.__getitem__, reverse=True)[:count]
-        return [f"{procs[p].comm}[{p}] {100 * used[p] / seconds:.0f} %" for p in top]
 
 
 # --- wrk -------------------------------------------------------------------------------
@@ -482,82 +359,6 @@ class AppServer(ManagedProcess):
         super().stop(sig, timeout)
 
 
-@dataclass
-class Stack:
-    plane: ControlPlane
-    redis: RedisServer
-    postgres: PostgresServer | None
-    database_url: str
-    workdir: Path
-    token: str
-    tokens_file: Path
-
-    def roots(self) -> dict[str, int]:
-        out = {
-            "kube-apiserver": pid_of(self.plane.apiserver),
-            "etcd": pid_of(self.plane.etcd),
-            "redis": pid_of(self.redis),
-        }
-        if self.postgres is not None:
-            out["postgres"] = pid_of(self.postgres)
-        return out
-
-    def env(self, log_level: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSESSION_")}
-        return {
-            **env,
-            "KUBECONFIG": str(self.plane.kubeconfig),
-            "BOTSESSION_NAMESPACE": NAMESPACE,
-            "BOTSESSION_REDIS_URL": self.redis.url,
-            "BOTSESSION_DATABASE_URL": self.database_url,
-            "BOTSESSION_API_TOKENS_FILE": str(self.tokens_file),
-            "BOTSESSION_API_LOG_LEVEL": log_level,
-            "BOTSESSION_METRICS_PORT": "0",
-            "BOTSESSION_CONNECT_TIMEOUT": "30m",  # no session times out during the run
-            "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1",
-        }
-
-
-@contextlib.asynccontextmanager
-async def stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
-    workdir = Path(tempfile.mkdtemp(prefix="botsession-api-bench-"))
-    with contextlib.ExitStack() as exits:
-        exits.callback(shutil.rmtree, workdir, True)
-        log(f"starting etcd + kube-apiserver, redis-server, {args.database}")
-        plane = exits.enter_context(ControlPlane())
-        redis_server = exits.enter_context(RedisServer())
-        postgres: PostgresServer | None = None
-        if args.database == "postgresql":
-            postgres = exits.enter_context(PostgresServer())
-            database_url = postgres.url("asyncpg")
-        else:
-            database_url = f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
-        install_crds(plane.kubeconfig, REPO / "crds" / "botsessions.yaml")
-        kubectl(plane.kubeconfig, "create", "namespace", NAMESPACE)
-        engine = create_engine(database_url)
-        try:
-            await upgrade(engine)  # once, here: the API must not race itself with --workers
-        finally:
-            await engine.dispose()
-        token = secrets.token_urlsafe(32)
-        tokens_file = workdir / "tokens.json"
-        tokens_file.write_text(
-            json.dumps(
-                [
-                    {
-                        "name": "bench",
-                        "token": token,
-                        "scopes": ["read", "report"],
-                        "rateLimit": "off",
-                    }
-                ]
-            )
-        )
-        tokens_file.chmod(0o600)
-        yield Stack(plane, redis_server, postgres, database_url, workdir, token, tokens_file)
-
-
 @contextlib.contextmanager
 def serving(
     app: str, args: argparse.Namespace, env: dict[str, str], profile: Path | None = None
@@ -570,19 +371,6 @@ def serving(
             Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
             server.stop()
             shutil.copy(server.log_path, Path(args.keep_logs) / f"{app}-{time.time():.0f}.log")
-
-
-async def wait_quiet(pid: int, limit: float = 180, threshold_pct: float = 5.0) -> float:
-    """Wait until the process's CPU over 5 s is under the threshold (the operator's start)."""
-    deadline = time.monotonic() + limit
-    pct = 100.0
-    while time.monotonic() < deadline:
-        before = cpu_seconds(pid)
-        await asyncio.sleep(5)
-        pct = 100 * (cpu_seconds(pid) - before) / 5
-        if pct < threshold_pct:
-            break
-    return pct
 
 
 # --- the sessions ----------------------------------------------------------------------
@@ -598,62 +386,6 @@ def seeded_keys(count: int, bots: int, prefix: str = "bench") -> list[SessionKey
 
 def storm_keys(count: int) -> list[SessionKey]:
     return [SessionKey(f"storm-bot-{i:04d}", "u0") for i in range(count)]
-
-
-def identity(i: int) -> dict[str, str]:
-    return {
-        "phoneNumber": f"4915{i:09d}",
-        "displayName": f"Bench User {i:06d}",
-        "sessionId": f"session_{i:06d}",
-    }
-
-
-def report_path(key: SessionKey) -> str:
-    return f"{V1}/sessions/{key.bot_id}/{key.user_id}/report"
-
-
-def status_path(key: SessionKey) -> str:
-    return f"{V1}/session-status/{key.bot_id}?userId={key.user_id}"
-
-
-def client_for(url: str, token: str, connections: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=url,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=httpx.Timeout(120),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-    )
-
-
-async def seed(url: str, token: str, keys: Sequence[SessionKey], concurrency: int) -> float:
-    """Report every key connected (with an identity) through the API; the seconds it took."""
-    async with client_for(url, token, concurrency) as client:
-
-        async def connect(item: tuple[int, SessionKey]) -> None:
-            i, key = item
-            body = {"state": "connected", **identity(i)}
-            answer = await client.post(report_path(key), json=body)
-            if answer.status_code not in (200, 201):
-                raise RuntimeError(f"seeding {key}: {answer.status_code} {answer.text}")
-
-        return await bounded(list(enumerate(keys)), connect, concurrency)
-
-
-async def sanity(url: str, token: str, key: SessionKey) -> dict[str, Any]:
-    """What the measured requests get: a real session from Redis, a heartbeat that works."""
-    async with client_for(url, token, 2) as client:
-        status = await client.get(status_path(key))
-        beat = await client.post(f"{V1}/sessions/{key.bot_id}/{key.user_id}/heartbeat")
-    checks = {
-        "status_code": status.status_code,
-        "source": status.headers.get("X-Session-Source"),
-        "body": status.json(),
-        "body_bytes": len(status.content),
-        "heartbeat_code": beat.status_code,
-    }
-    if status.status_code != 200 or checks["source"] != "redis" or beat.status_code != 200:
-        raise RuntimeError(f"the seeded sessions do not answer as expected: {checks}")
-    return checks
 
 
 async def history_rows(database_url: str) -> int:
@@ -679,21 +411,13 @@ def bot_status_load(bots: int) -> Load:
 
 
 def heartbeat_load(keys: Sequence[SessionKey]) -> Load:
-    paths = tuple(f"{V1}/sessions/{k.bot_id}/{k.user_id}/heartbeat" for k in keys)
+    paths = tuple(heartbeat_path(k) for k in keys)
     return Load("heartbeat", "POST", paths)
 
 
 def report_load(keys: Sequence[SessionKey], name: str = "report") -> Load:
     bodies = tuple(json.dumps({"state": s}) for s in REPORT_CYCLE)
     return Load(name, "POST", tuple(report_path(k) for k in keys), bodies)
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest rank."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 class RawConnection:
@@ -845,17 +569,6 @@ async def all_active(
     return (None if pending else time.monotonic() - started), passes
 
 
-async def others_busy(seconds: float = 3.0) -> float:
-    """CPU of everything else on the machine before the run (% of one core), logged."""
-    meter = CpuMeter({})
-    mark = meter.begin()
-    await asyncio.sleep(seconds)
-    pct = meter.end(mark)["others"]
-    top = ", ".join(meter.top_others(mark))
-    log(f"before the run, other processes use {pct:.0f} % of a core ({top})")
-    return pct
-
-
 # --- the steps -------------------------------------------------------------------------
 
 
@@ -881,7 +594,7 @@ async def step_seed(args: argparse.Namespace, st: Stack, env: dict[str, str]) ->
 async def step_bare(args: argparse.Namespace, st: Stack, wrk: Wrk) -> Run:
     paths = tuple("/bare" for _ in range(args.threads))
     with serving("bare", args, st.env(args.log_level)) as bare:
-        meter = CpuMeter({"server": pid_of(bare), **st.roots()})
+        meter = CpuMeter({"server": pid_of(bare), **st.roots()}, children="wrk")
         return await wrk.measure(bare.url, Load("bare", "GET", paths), meter)
 
 
@@ -892,7 +605,7 @@ async def step_profile(
     keys = seeded_keys(args.sessions, args.bots)
     profile = Path(args.profile)  # made absolute by parse_args
     with serving("api", args, env, profile) as api:
-        meter = CpuMeter({"server": pid_of(api), **st.roots()})
+        meter = CpuMeter({"server": pid_of(api), **st.roots()}, children="wrk")
         run = await wrk.measure(api.url, status_load(keys), meter)
     log(f"  the profile is in {profile}")
     return {"path": str(profile), "run": asdict(run)}
@@ -910,7 +623,7 @@ async def step_api(args: argparse.Namespace, st: Stack, wrk: Wrk, env: dict[str,
             quiet = await wait_quiet(roots["operator"])
             log(f"operator up; quiet at {quiet:.1f} % of one core")
         api = exits.enter_context(serving("api", args, env))
-        meter = CpuMeter({"server": pid_of(api), **roots})
+        meter = CpuMeter({"server": pid_of(api), **roots}, children="wrk")
         runs.append(await wrk.measure(api.url, status_load(keys), meter))
         runs.append(await wrk.measure(api.url, bot_status_load(args.bots), meter))
         runs.append(await wrk.measure(api.url, heartbeat_load(keys), meter))
@@ -962,20 +675,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- the report ------------------------------------------------------------------------
-
-
-def library_versions() -> dict[str, str]:
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    names = (
-        *("uvicorn", "fastapi", "starlette", "pydantic", "redis", "hiredis", "sqlalchemy"),
-        *("asyncpg", "aiosqlite", "uvloop", "httptools"),
-    )
-    return {name: version(name) for name in names}
 
 
 LABELS = {
@@ -1044,10 +743,6 @@ def limit_of(run: Run, workers: int, cores: int) -> str:
         f"{cores * 100} %): latency of the chain at {run.extra.get('connections', '?')} "
         "connections"
     )
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def runs_table(runs: Sequence[Run]) -> str:
@@ -1211,12 +906,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.threads <= args.bots <= 1000:
         parser.error("--bots must be within --threads..1000")
     return args
-
-
-def memory_total(machine: dict[str, str]) -> str:
-    """The total of `free -h`'s Mem: line."""
-    parts = machine.get("memory", "").split()
-    return parts[1] if len(parts) > 1 else "?"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

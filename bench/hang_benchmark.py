@@ -5,11 +5,11 @@ of sessions/guard.py, against a baseline whose budgets never fire.
   .venv/bin/python -m bench.hang_benchmark --json /tmp/hang.json      # 30 s hangs (~4 min)
   .venv/bin/python -m bench.hang_benchmark --quick                    # 5 s hangs (~2 min)
 
-Everything is real and started here (stopped at the end) through bench/api_benchmark.py's
-`stack`: etcd + kube-apiserver, a private redis-server and a private PostgreSQL (the API's
-database, migrated once), one token with the read and report scopes and no rate limit. The API
-is a real `python -m api` subprocess (devstack.stack.ApiProcess: uvicorn, one worker, INFO
-logging as in production).
+Everything is real and started here (stopped at the end) through bench/testbed.py's `stack`
+(as in bench/api_benchmark.py): etcd + kube-apiserver, a private redis-server and a private
+PostgreSQL (the API's database, migrated once), one token with the read and report scopes and
+no rate limit. The API is a real `python -m api` subprocess (devstack.stack.ApiProcess:
+uvicorn, one worker, INFO logging as in production).
 
 Four runs: {Redis, database} hang x {guard, baseline}. `guard` leaves every setting at its
 default (BOTSESSION_REDIS_BUDGET=500ms, BOTSESSION_DATABASE_BUDGET=1s); `baseline` sets both
@@ -37,7 +37,7 @@ else is identical. Each run gets a fresh API process, a fresh namespace and fres
 Recorded per request: endpoint, phase, when it was sent (seconds from the freeze), status code
 (none for a transport error or timeout), latency, X-Session-Source (status), redisPending and
 databasePending (reports), Retry-After (heartbeats); after each run the API's
-botsession_api_store_* metrics; CPU per process over the freeze (api_benchmark.CpuMeter;
+botsession_api_store_* metrics; CPU per process over the freeze (bench.measure.CpuMeter;
 `others` is the machine's busy CPU from /proc/stat minus this benchmark's processes).
 
 The table is the during phase per run and endpoint. Errors are transport errors, timeouts and
@@ -75,23 +75,29 @@ from typing import Any
 
 import httpx
 
-from bench.api_benchmark import (
-    V1,
+from bench.measure import (
     CpuMeter,
-    Stack,
-    client_for,
+    git,
+    keep_log,
     library_versions,
+    loadavg,
+    log,
     memory_total,
     others_busy,
     percentile,
+    pid_of,
+    versions,
+)
+from bench.testbed import (
+    Stack,
+    client_for,
+    heartbeat_path,
     report_path,
     sanity,
     seed,
     stack,
     status_path,
 )
-from bench.operator_benchmark import keep_log, loadavg, log, pid_of, versions
-from bench.restart_benchmark import git
 from devstack.kubectl import kubectl
 from devstack.process import ManagedProcess
 from devstack.stack import ApiProcess
@@ -219,8 +225,7 @@ def status_sender(keys: Sequence[SessionKey], offset: int) -> Send:
 
 def heartbeat_sender(keys: Sequence[SessionKey], offset: int) -> Send:
     def send(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
-        key = keys[(offset + n) % len(keys)]
-        return client.post(f"{V1}/sessions/{key.bot_id}/{key.user_id}/heartbeat")
+        return client.post(heartbeat_path(keys[(offset + n) % len(keys)]))
 
     return send
 
@@ -256,13 +261,7 @@ async def freeze(
         await asyncio.sleep(seconds)
         timeline.thaw_at = time.monotonic()
     log("  thawed")
-    cpu = meter.end(mark)
-    cpu.pop("wrk", None)  # api_benchmark's meter counts reaped children as wrk: none here
-    # the meter's `others` counts the whole life of processes started within the window
-    # (with their reaped children): the machine's busy CPU minus ours is steadier
-    ours = sum(v for k, v in cpu.items() if k not in ("others", "machine"))
-    cpu["others"] = round(max(0.0, cpu["machine"] - ours), 1)
-    return cpu
+    return meter.end(mark)
 
 
 @dataclass
@@ -650,7 +649,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             setattr(args, name, short if quick else full)
     if args.clients < 1 or args.sessions < BOTS:
         parser.error(f"--clients must be positive and --sessions at least {BOTS}")
-    args.database = "postgresql"  # what api_benchmark.stack starts
+    args.database = "postgresql"  # what testbed.stack starts
     return args
 
 

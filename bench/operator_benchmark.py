@@ -5,8 +5,8 @@ Everything is real and started here (stopped at the end): etcd + kube-apiserver
 (devstack.controlplane), a private redis-server, a private PostgreSQL, and the operator as a
 subprocess (`python -m controller`, BOTSESSION_DATABASE_URL pointing at PostgreSQL).
 
-  .venv/bin/python bench/operator_benchmark.py --json /tmp/operator.json      # full size
-  .venv/bin/python bench/operator_benchmark.py --sessions 500 --burst 200 \\
+  .venv/bin/python -m bench.operator_benchmark --json /tmp/operator.json      # full size
+  .venv/bin/python -m bench.operator_benchmark --sessions 500 --burst 200 \\
       --idle-seconds 20 --heartbeat-minutes 1                                  # quick check
 
 Steps (namespace `bench`, then `floor`):
@@ -27,7 +27,9 @@ Steps (namespace `bench`, then `floor`):
    (`--floor-heartbeat-minutes`).
 
 CPU is (utime + stime) from /proc/<pid>/stat over a window, as % of one core; memory is VmRSS
-(sampled every 0.5 s) and VmHWM from /proc/<pid>/status.
+(sampled every 0.5 s) and VmHWM from /proc/<pid>/status (bench.measure.Meter). The servers,
+the kopf floor and the BotSession helpers it shares with bench/restart_benchmark.py are in
+bench/testbed.py.
 """
 
 from __future__ import annotations
@@ -36,57 +38,63 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import importlib.metadata
 import itertools
 import json
 import os
-import platform
 import random
-import shutil
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devstack.controlplane import ControlPlane, binary_dir
-from devstack.kubectl import install_crds, kubectl
+from bench.measure import (
+    Meter,
+    Window,
+    bounded,
+    fmt,
+    jsonable,
+    keep_log,
+    loadavg,
+    log,
+    pid_of,
+    ratio,
+    rnd,
+    versions,
+    wait_for,
+)
+from bench.testbed import (
+    FLOOR_NAMESPACE,
+    IDENTITY,
+    NAMESPACE,
+    EmptyOperator,
+    Stores,
+    active_status,
+    collection,
+    connected_patches,
+    handled_by_floor,
+    keys_for,
+    list_raw,
+    patch_status,
+    servers,
+)
+from devstack.controlplane import ControlPlane
+from devstack.kubectl import kubectl
 from devstack.operator_process import OperatorProcess
-from devstack.postgres_server import PostgresServer
-from devstack.process import ManagedProcess, wait_until
-from devstack.redis_server import RedisServer
-from sessions.crd import GROUP, PLURAL, VERSION
+from devstack.process import wait_until
 from sessions.kube import KubeClient, KubeConfig, load_kubeconfig
 from sessions.migrate import upgrade
-from sessions.model import (
-    Identity,
-    ReportedState,
-    SessionKey,
-    StoreUnavailable,
-    format_time,
-    parse_time,
-)
-from sessions.redis_store import RedisStore, connect, hash_key
+from sessions.model import ReportedState, SessionKey, format_time, parse_time
+from sessions.redis_store import RedisStore, connect
 from sessions.resources import KubeBotSessions
 from sessions.service import SessionService
 from sessions.settings import load_settings
 from sessions.sql_store import SqlStore, create_engine
-
-REPO = Path(__file__).resolve().parents[1]
-EMPTY_OPERATOR = Path(__file__).resolve().parent / "empty_operator.py"
-NAMESPACE, FLOOR_NAMESPACE = "bench", "floor"
-BOTS = 100
-IDENTITY = Identity("4915112345678", "Bench User", "session_bench")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-MB = 1024 * 1024
 
 # the issue's targets
 TARGET_BURST_S = 60.0
@@ -94,195 +102,7 @@ TARGET_IDLE_RSS_MB = 400.0
 TARGET_IDLE_CPU_PCT = 5.0
 
 
-def log(message: str) -> None:
-    stamp = time.strftime("%H:%M:%S")
-    print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
-
-
-def keys_for(count: int, start: int = 0) -> list[SessionKey]:
-    return [SessionKey(f"bench-bot-{i % BOTS:03d}", f"u{i:06d}") for i in range(start, count)]
-
-
-# --- /proc -----------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) in kB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            name, amount = line.split(":", 1)
-            values[name] = int(amount.split()[0])
-    return values.get("VmRSS", 0), values.get("VmHWM", 0)
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().strip()
-
-
-@dataclass
-class Window:
-    """What a process cost over a stretch of time."""
-
-    name: str
-    seconds: float
-    cpu_seconds: float
-    cpu_pct: float  # of one core
-    rss_mb_end: float
-    rss_mb_max: float  # the highest sampled VmRSS within the window
-    hwm_mb: float  # VmHWM at the end: the process's peak RSS so far
-    others_cpu_pct: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Mark:
-    name: str
-    start: float
-    cpu: dict[str, float]
-    sample_index: int
-
-
-class Meter:
-    """Samples the RSS of one process every 0.5 s; measures CPU of it and of helpers."""
-
-    def __init__(self, pid: int, others: dict[str, int], interval: float = 0.5) -> None:
-        self.pid = pid
-        self.others = {**others, "bench": os.getpid()}
-        self.interval = interval
-        self.samples: list[tuple[float, int, int]] = []  # (monotonic, rss kB, hwm kB)
-        self.task: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(OSError):
-                rss, hwm = memory_kb(self.pid)
-                self.samples.append((time.monotonic(), rss, hwm))
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> Self:
-        self.task = asyncio.create_task(self.run())
-        return self
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-    def _cpu(self) -> dict[str, float]:
-        out = {"operator": cpu_seconds(self.pid)}
-        for name, pid in self.others.items():
-            with contextlib.suppress(OSError):
-                out[name] = cpu_seconds(pid)
-        return out
-
-    def begin(self, name: str) -> Mark:
-        return Mark(name, time.monotonic(), self._cpu(), len(self.samples))
-
-    def end(self, mark: Mark) -> Window:
-        now, cpu = time.monotonic(), self._cpu()
-        seconds = now - mark.start
-        rss, hwm = memory_kb(self.pid)
-        within = [s[1] for s in self.samples[mark.sample_index :]] + [rss]
-        used = cpu["operator"] - mark.cpu["operator"]
-        others = {
-            name: round(100 * (cpu[name] - mark.cpu[name]) / seconds, 1)
-            for name in self.others
-            if name in cpu and name in mark.cpu
-        }
-        return Window(
-            mark.name,
-            round(seconds, 1),
-            round(used, 2),
-            round(100 * used / seconds, 2),
-            round(rss / 1024, 1),
-            round(max(within) / 1024, 1),
-            round(hwm / 1024, 1),
-            others,
-        )
-
-    async def cpu_over(self, seconds: float) -> float:
-        """The operator's CPU (% of one core) over the next `seconds`."""
-        before = cpu_seconds(self.pid)
-        await asyncio.sleep(seconds)
-        return 100 * (cpu_seconds(self.pid) - before) / seconds
-
-    async def quiet(
-        self, threshold_pct: float = 5.0, sample: float = 5.0, limit: float = 180
-    ) -> float:
-        """Wait until the operator's CPU over `sample` s is under the threshold."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            pct = await self.cpu_over(sample)
-            if pct < threshold_pct:
-                return pct
-        log(f"  the operator did not get quiet within {limit:.0f} s")
-        return pct
-
-
-# --- the Kubernetes side ---------------------------------------------------------------
-
-
-def collection(namespace: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-
-
-async def list_raw(client: KubeClient, namespace: str) -> tuple[list[dict[str, Any]], str]:
-    """Every BotSession of the namespace as the API server sends it, and the list's
-    resourceVersion."""
-    items: list[dict[str, Any]] = []
-    params = {"limit": "500"}
-    while True:
-        page = await client.request("GET", collection(namespace), params=params)
-        items.extend(page.get("items", []))
-        token = page.get("metadata", {}).get("continue")
-        if not token:
-            return items, page["metadata"]["resourceVersion"]
-        params["continue"] = token
-
-
-async def bounded(
-    items: Sequence[Any], work: Callable[[Any], Awaitable[object]], concurrency: int
-) -> float:
-    """Run work(item) for every item, `concurrency` at a time; the seconds it took."""
-    semaphore = asyncio.Semaphore(concurrency)
-    started = time.monotonic()
-
-    async def one(item: Any) -> None:
-        async with semaphore:
-            for attempt in range(20):
-                try:
-                    await work(item)
-                    return
-                except (StoreUnavailable, httpx.TransportError) as exc:  # under load: retry
-                    if attempt == 19:
-                        raise
-                    log(f"  retrying after {exc.__class__.__name__}: {exc}")
-                    await asyncio.sleep(0.5)
-
-    await asyncio.gather(*(one(item) for item in items))
-    return time.monotonic() - started
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout: float, interval: float, what: str
-) -> float | None:
-    """Seconds until check() is true (None after the timeout)."""
-    started = time.monotonic()
-    while True:
-        if await check():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            log(f"  gave up waiting for {what} after {timeout:.0f} s")
-            return None
-        await asyncio.sleep(interval)
+# --- the BotSession writes -------------------------------------------------------------
 
 
 def digest(obj: dict[str, Any]) -> str:
@@ -429,68 +249,7 @@ class WriteWatch:
                 await self.task
 
 
-# --- the processes ---------------------------------------------------------------------
-
-
-class EmptyOperator(ManagedProcess):
-    """bench/empty_operator.py under `kopf run --standalone`."""
-
-    name = "empty-operator"
-
-    def __init__(self, kubeconfig: Path, namespace: str) -> None:
-        super().__init__()
-        self.kubeconfig = kubeconfig
-        self.namespace = namespace
-
-    def start(self) -> Self:
-        kopf = str(Path(sys.executable).parent / "kopf")
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        self._spawn(
-            [kopf, "run", "--standalone", "--namespace", self.namespace, str(EMPTY_OPERATOR)],
-            env=env,
-        )
-        wait_until(
-            lambda: "Initial authentication has finished" in self.output(),
-            60,
-            "the empty operator",
-            self.proc,
-            self.log_path,
-        )
-        return self
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def keep_log(directory: str | None, log_path: Path, name: str) -> None:
-    if directory and log_path.exists():
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        shutil.copy(log_path, Path(directory) / name)
-
-
-def pid_of(process: ManagedProcess) -> int:
-    assert process.proc is not None
-    return process.proc.pid
-
-
 # --- the steps -------------------------------------------------------------------------
-
-
-@dataclass
-class Stores:
-    redis: RedisStore
-    engine: AsyncEngine
-
-    async def in_redis(self, keys: Sequence[SessionKey]) -> int:
-        pipe = self.redis.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(hash_key(key))
-        return sum(await pipe.execute())
-
-    async def rows(self, revision: int) -> int:
-        async with self.engine.connect() as c:
-            query = sa.text("SELECT count(*) FROM sessions WHERE revision >= :r")
-            return int((await c.execute(query, {"r": revision})).scalar_one())
 
 
 @dataclass
@@ -509,11 +268,6 @@ class FloorBurst:
     create_s: float
     handled_s: float | None  # every object carries kopf's last-handled-configuration
     window: Window | None = None
-
-
-def handled_by_floor(item: dict[str, Any]) -> bool:
-    annotations = item["metadata"].get("annotations") or {}
-    return "floor.kopf.dev/last-handled-configuration" in annotations
 
 
 def synced_at(item: dict[str, Any], revision: int) -> bool:
@@ -560,10 +314,6 @@ async def burst_real(
     result = Burst(len(keys), round(create_s, 1), rnd(redis_s), rnd(database_s), rnd(synced_s))
     result.window = meter.end(mark)
     return result
-
-
-def rnd(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 async def fill_real(
@@ -658,19 +408,12 @@ async def replay_touches(
 
     async def touch(name: str) -> None:
         now = datetime.now(UTC).replace(microsecond=0)
-        body = {
-            "status": {
-                "lastSeen": format_time(now),
-                "expiresAt": format_time(now + timedelta(hours=24)),
-            }
+        status = {
+            "lastSeen": format_time(now),
+            "expiresAt": format_time(now + timedelta(hours=24)),
         }
         async with semaphore:
-            await client.request(
-                "PATCH",
-                f"{collection(FLOOR_NAMESPACE)}/{name}/status",
-                json=body,
-                content_type="application/merge-patch+json",
-            )
+            await patch_status(client, FLOOR_NAMESPACE, name, status)
 
     while loop.time() - started < seconds:
         task = asyncio.create_task(touch(names[index % len(names)]))
@@ -683,11 +426,66 @@ async def replay_touches(
     return sent
 
 
-def active_status(sample: dict[str, Any]) -> dict[str, Any]:
-    """The status of a real connected BotSession, to give the floor's objects the same size."""
-    status = dict(sample.get("status") or {})
-    status.pop("lastSeen", None)
-    return status
+async def floor_handled(client: KubeClient, count: int) -> bool:
+    items, _ = await list_raw(client, FLOOR_NAMESPACE)
+    return sum(handled_by_floor(i) for i in items) >= count
+
+
+async def burst_floor(args: argparse.Namespace, client: KubeClient, meter: Meter) -> FloorBurst:
+    """The same burst against kopf: seconds until every object is handled."""
+    botsessions = KubeBotSessions(client, FLOOR_NAMESPACE)
+    keys = keys_for(args.burst)
+    mark = meter.begin("burst")
+    started = time.monotonic()
+    create_s = await bounded(keys, lambda k: botsessions.create(k, IDENTITY), args.concurrency)
+    waited = await wait_for(lambda: floor_handled(client, len(keys)), args.timeout, 0.2, "kopf")
+    burst = FloorBurst(
+        len(keys),
+        round(create_s, 1),
+        None if waited is None else round(time.monotonic() - started, 1),
+    )
+    burst.window = meter.end(mark)
+    return burst
+
+
+async def fill_floor(
+    args: argparse.Namespace, client: KubeClient, status: dict[str, Any]
+) -> list[str]:
+    """The rest of the objects, then every one given a real connected BotSession's status;
+    the names of all."""
+    botsessions = KubeBotSessions(client, FLOOR_NAMESPACE)
+    rest = keys_for(args.sessions, args.burst)
+    log(f"floor: creating {len(rest):,} more, then giving all a connected status")
+    await bounded(rest, lambda k: botsessions.create(k, IDENTITY), args.concurrency)
+    await wait_for(lambda: floor_handled(client, args.sessions), args.timeout, 2.0, "kopf")
+    items, _ = await list_raw(client, FLOOR_NAMESPACE)
+    names = [i["metadata"]["name"] for i in items]
+    patches = connected_patches(status)
+
+    async def give_status(name: str) -> None:
+        for body in patches:
+            await patch_status(client, FLOOR_NAMESPACE, name, body)
+
+    await bounded(names, give_status, args.concurrency)
+    return names
+
+
+async def replay_floor(
+    args: argparse.Namespace,
+    client: KubeClient,
+    names: Sequence[str],
+    touches_per_minute: float,
+    meter: Meter,
+) -> dict[str, Any]:
+    """The real run's rate of lastSeen writes replayed against kopf."""
+    seconds = args.floor_heartbeat_minutes * 60
+    mark = meter.begin("heartbeats")
+    out: dict[str, Any] = {}
+    out["replayed_touches"] = await replay_touches(client, names, touches_per_minute, seconds)
+    out["heartbeats"] = meter.end(mark)
+    out["touches_per_minute"] = round(touches_per_minute, 1)
+    log(f"floor heartbeat replay: {out['heartbeats']}")
+    return out
 
 
 async def run_floor(
@@ -699,71 +497,23 @@ async def run_floor(
     others: dict[str, int],
 ) -> dict[str, Any]:
     kubectl(plane.kubeconfig, "create", "namespace", FLOOR_NAMESPACE)
-    botsessions = KubeBotSessions(client, FLOOR_NAMESPACE)
     out: dict[str, Any] = {}
     with EmptyOperator(plane.kubeconfig, FLOOR_NAMESPACE) as empty:
         meter = Meter(pid_of(empty), others).start()
         try:
             await asyncio.sleep(2)
             out["start_window"] = meter.end(meter.begin("start"))
-            keys = keys_for(args.burst)
-            mark = meter.begin("burst")
-            started = time.monotonic()
-            create_s = await bounded(
-                keys, lambda k: botsessions.create(k, IDENTITY), args.concurrency
-            )
-
-            async def handled(count: int) -> bool:
-                items, _ = await list_raw(client, FLOOR_NAMESPACE)
-                return sum(handled_by_floor(i) for i in items) >= count
-
-            waited = await wait_for(lambda: handled(len(keys)), args.timeout, 0.2, "kopf")
-            burst = FloorBurst(
-                len(keys),
-                round(create_s, 1),
-                None if waited is None else round(time.monotonic() - started, 1),
-            )
-            burst.window = meter.end(mark)
-            out["burst"] = burst
-            log(f"floor burst: {burst}")
-
-            rest = keys_for(args.sessions, args.burst)
+            out["burst"] = await burst_floor(args, client, meter)
+            log(f"floor burst: {out['burst']}")
             mark = meter.begin("fill")
-            log(f"floor: creating {len(rest):,} more, then giving all a connected status")
-            await bounded(rest, lambda k: botsessions.create(k, IDENTITY), args.concurrency)
-            await wait_for(lambda: handled(args.sessions), args.timeout, 2.0, "kopf")
-            items, _ = await list_raw(client, FLOOR_NAMESPACE)
-            names = [i["metadata"]["name"] for i in items]
-            now = format_time(datetime.now(UTC).replace(microsecond=0))
-
-            first = {"phase": "connecting", "reason": "Created", "revision": 1}
-
-            async def give_status(name: str) -> None:
-                # two steps, as the CRD's rules want: first phase connecting, then the rest
-                for body in (first, {**status, "lastSeen": now}):
-                    await client.request(
-                        "PATCH",
-                        f"{collection(FLOOR_NAMESPACE)}/{name}/status",
-                        json={"status": body},
-                        content_type="application/merge-patch+json",
-                    )
-
-            await bounded(names, give_status, args.concurrency)
+            names = await fill_floor(args, client, status)
             out["fill_window"] = meter.end(mark)
             await meter.quiet()
             mark = meter.begin("idle")
             await asyncio.sleep(args.idle_seconds)
             out["idle"] = meter.end(mark)
             log(f"floor idle: {out['idle']}")
-
-            seconds = args.floor_heartbeat_minutes * 60
-            mark = meter.begin("heartbeats")
-            out["replayed_touches"] = await replay_touches(
-                client, names, touches_per_minute, seconds
-            )
-            out["heartbeats"] = meter.end(mark)
-            out["touches_per_minute"] = round(touches_per_minute, 1)
-            log(f"floor heartbeat replay: {out['heartbeats']}")
+            out.update(await replay_floor(args, client, names, touches_per_minute, meter))
         finally:
             await meter.stop()
             empty.stop()
@@ -772,48 +522,6 @@ async def run_floor(
 
 
 # --- the whole run ---------------------------------------------------------------------
-
-
-def versions(plane: ControlPlane | None = None) -> dict[str, str]:
-    def cmd(*argv: str) -> str:
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"({exc})"
-        return (result.stdout or result.stderr).strip()
-
-    from devstack.postgres_server import postgres_bindir
-
-    lscpu = cmd("lscpu")
-    model = next(
-        (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), ""
-    )
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": cmd("nproc"),
-        "cpu_model": model,
-        "memory": cmd("free", "-h").splitlines()[1] if shutil.which("free") else "",
-        "kernel": platform.release(),
-        "python": sys.version.split()[0],
-        "kopf": importlib.metadata.version("kopf"),
-        "kube_apiserver": cmd(str(binary_dir() / "kube-apiserver"), "--version"),
-        "etcd": cmd(str(binary_dir() / "etcd"), "--version").splitlines()[0],
-        "redis": cmd(shutil.which("redis-server") or "redis-server", "--version"),
-        "postgres": cmd(str(postgres_bindir() / "postgres"), "--version"),
-        "aiohttp": importlib.metadata.version("aiohttp"),
-        "httpx": importlib.metadata.version("httpx"),
-    }
-
-
-@contextlib.asynccontextmanager
-async def servers() -> AsyncIterator[tuple[ControlPlane, RedisServer, PostgresServer]]:
-    with contextlib.ExitStack() as stack:
-        log("starting etcd + kube-apiserver, redis-server, PostgreSQL")
-        plane = stack.enter_context(ControlPlane())
-        redis_server = stack.enter_context(RedisServer())
-        postgres = stack.enter_context(PostgresServer())
-        install_crds(plane.kubeconfig, REPO / "crds" / "botsessions.yaml")
-        yield plane, redis_server, postgres
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -962,73 +670,43 @@ async def run_real(
 # --- the report ------------------------------------------------------------------------
 
 
-def jsonable(value: Any) -> Any:
-    if hasattr(value, "__dataclass_fields__"):
-        data = asdict(value)
-        for name in ("per_minute_mean", "per_second"):
-            if hasattr(value, name):
-                data[name] = round(getattr(value, name), 1)
-        return data
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
+Row = tuple[str, str, str, str, str]
 
 
-def ratio(real: float | None, floor: float | None) -> str:
-    if real is None or floor is None or floor == 0:
-        return "-"
-    return f"{real / floor:.1f}x"
+def met(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "**no**")
 
 
-def fmt(value: float | None, unit: str = "") -> str:
-    return "-" if value is None else f"{value:,.1f}{unit}"
-
-
-def compared(label: str, ours: float | None, floor: float | None) -> tuple[str, str, str, str, str]:
+def compared(label: str, ours: float | None, floor: float | None) -> Row:
     """A table row without a target: our figure, the floor's, and their ratio."""
     return (label, "", fmt(ours), fmt(floor), ratio(ours, floor))
 
 
-def table(result: dict[str, Any], args: argparse.Namespace) -> str:
-    rows: list[tuple[str, str, str, str, str]] = []
-    floor = result.get("floor", {})
-    burst: Burst = result["burst"]
-    fburst: FloorBurst | None = floor.get("burst")
-
-    def met(ok: bool | None) -> str:
-        return "-" if ok is None else ("yes" if ok else "**no**")
-
+def burst_rows(burst: Burst, fburst: FloorBurst | None) -> list[Row]:
     slowest = (
         None
         if burst.redis_s is None or burst.database_s is None
         else max(burst.redis_s, burst.database_s)
     )
-    rows.append(
+    floor_s = fburst.handled_s if fburst else None
+    rows: list[Row] = [
         (
             f"burst of {burst.sessions:,}: all in Redis and the database (s)",
             f"<= {TARGET_BURST_S:.0f}",
             f"{fmt(slowest)} (Redis {fmt(burst.redis_s)}, DB {fmt(burst.database_s)})",
-            fmt(fburst.handled_s if fburst else None) + " (all handled)",
-            f"{ratio(slowest, fburst.handled_s if fburst else None)} "
+            fmt(floor_s) + " (all handled)",
+            f"{ratio(slowest, floor_s)} "
             f"{met(None if slowest is None else slowest <= TARGET_BURST_S)}",
-        )
-    )
-    rows.append(
-        compared(
-            "burst: all statuses synced (s)", burst.synced_s, fburst.handled_s if fburst else None
-        )
-    )
-    rows.append(
+        ),
+        compared("burst: all statuses synced (s)", burst.synced_s, floor_s),
         (
             "burst: POSTs answered (s)",
             "",
             fmt(burst.create_s),
             fmt(fburst.create_s if fburst else None),
             "",
-        )
-    )
+        ),
+    ]
     bw, fbw = burst.window, fburst.window if fburst else None
     if bw is not None:
         rows.append(compared("burst: peak RSS (MB, VmHWM)", bw.hwm_mb, fbw.hwm_mb if fbw else None))
@@ -1037,105 +715,99 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
                 "burst: operator CPU (% of one core)", bw.cpu_pct, fbw.cpu_pct if fbw else None
             )
         )
+    return rows
+
+
+def idle_rows(idle: Window, fidle: Window | None, writes: WriteCounts, sessions: int) -> list[Row]:
+    n = f"{sessions:,}"
+    written = writes.last_seen + writes.other
+    return [
+        (
+            f"{n} idle: RSS (MB)",
+            f"<= {TARGET_IDLE_RSS_MB:.0f}",
+            fmt(idle.rss_mb_end),
+            fmt(fidle.rss_mb_end if fidle else None),
+            f"{ratio(idle.rss_mb_end, fidle.rss_mb_end if fidle else None)} "
+            f"{met(idle.rss_mb_end <= TARGET_IDLE_RSS_MB)}",
+        ),
+        compared(
+            f"{n} idle: peak RSS so far (MB, VmHWM)",
+            idle.hwm_mb,
+            fidle.hwm_mb if fidle else None,
+        ),
+        (
+            f"{n} idle: CPU over {idle.seconds:.0f} s (% of one core)",
+            f"< {TARGET_IDLE_CPU_PCT:.0f}",
+            fmt(idle.cpu_pct),
+            fmt(fidle.cpu_pct if fidle else None),
+            f"{ratio(idle.cpu_pct, fidle.cpu_pct if fidle else None)} "
+            f"{met(idle.cpu_pct < TARGET_IDLE_CPU_PCT)}",
+        ),
+        (f"{n} idle: BotSession writes", "0", f"{written}", "", met(written == 0)),
+    ]
+
+
+def heartbeat_write_rows(
+    hb: dict[str, Any], floor: dict[str, Any], args: argparse.Namespace
+) -> list[Row]:
+    """The lastSeen copies the heartbeats caused, against one per session per drift."""
+    writes: WriteCounts = hb["writes"]
+    drift_bound = args.sessions * 60 / args.drift_seconds
+    smallest_ok = None if writes.min_step_s is None else writes.min_step_s > args.drift_seconds
+    return [
+        (
+            f"heartbeats ({hb['heartbeats_per_second']:,.0f}/s): lastSeen copies per minute",
+            f"<= {drift_bound:,.0f} (one per session per drift)",
+            f"{writes.per_minute_mean:,.0f} (per minute: {writes.per_minute})",
+            f"{floor.get('touches_per_minute', 0):,.0f} replayed" if floor else "",
+            met(writes.per_minute_mean <= drift_bound and writes.other == 0),
+        ),
+        ("heartbeats: other BotSession writes", "0", str(writes.other), "", met(writes.other == 0)),
+        (
+            "heartbeats: smallest advance of a session's lastSeen by one copy (s)",
+            f"> {args.drift_seconds:.0f} (the drift)",
+            fmt(writes.min_step_s),
+            "",
+            met(smallest_ok),
+        ),
+        (
+            "heartbeats: shortest wall time between two copies of one session (s)",
+            "",
+            fmt(writes.min_gap_s),
+            "",
+            "",
+        ),
+    ]
+
+
+def heartbeat_cost_rows(window: Window, fhb: Window | None) -> list[Row]:
+    """The operator's CPU and memory under the heartbeats, against the floor's replay."""
+    return [
+        compared(
+            f"heartbeats: operator CPU over {window.seconds:.0f} s (% of one core)",
+            window.cpu_pct,
+            fhb.cpu_pct if fhb else None,
+        ),
+        (
+            "heartbeats: operator RSS at the end / peak so far (MB)",
+            "",
+            f"{fmt(window.rss_mb_end)} / {fmt(window.hwm_mb)}",
+            f"{fmt(fhb.rss_mb_end)} / {fmt(fhb.hwm_mb)}" if fhb else "",
+            ratio(window.rss_mb_end, fhb.rss_mb_end if fhb else None),
+        ),
+    ]
+
+
+def table(result: dict[str, Any], args: argparse.Namespace) -> str:
+    floor = result.get("floor", {})
+    rows = burst_rows(result["burst"], floor.get("burst"))
     idle: Window | None = result.get("idle")
-    fidle: Window | None = floor.get("idle")
     if idle is not None:
-        n = f"{args.sessions:,}"
-        rows.append(
-            (
-                f"{n} idle: RSS (MB)",
-                f"<= {TARGET_IDLE_RSS_MB:.0f}",
-                fmt(idle.rss_mb_end),
-                fmt(fidle.rss_mb_end if fidle else None),
-                f"{ratio(idle.rss_mb_end, fidle.rss_mb_end if fidle else None)} "
-                f"{met(idle.rss_mb_end <= TARGET_IDLE_RSS_MB)}",
-            )
-        )
-        rows.append(
-            compared(
-                f"{n} idle: peak RSS so far (MB, VmHWM)",
-                idle.hwm_mb,
-                fidle.hwm_mb if fidle else None,
-            )
-        )
-        rows.append(
-            (
-                f"{n} idle: CPU over {idle.seconds:.0f} s (% of one core)",
-                f"< {TARGET_IDLE_CPU_PCT:.0f}",
-                fmt(idle.cpu_pct),
-                fmt(fidle.cpu_pct if fidle else None),
-                f"{ratio(idle.cpu_pct, fidle.cpu_pct if fidle else None)} "
-                f"{met(idle.cpu_pct < TARGET_IDLE_CPU_PCT)}",
-            )
-        )
-        idle_writes: WriteCounts = result["idle_writes"]
-        rows.append(
-            (
-                f"{n} idle: BotSession writes",
-                "0",
-                f"{idle_writes.last_seen + idle_writes.other}",
-                "",
-                met(idle_writes.last_seen + idle_writes.other == 0),
-            )
-        )
+        rows += idle_rows(idle, floor.get("idle"), result["idle_writes"], args.sessions)
     hb = result.get("heartbeats")
-    fhb: Window | None = floor.get("heartbeats")
     if hb is not None:
-        writes: WriteCounts = hb["writes"]
-        window: Window = hb["window"]
-        drift_bound = args.sessions * 60 / args.drift_seconds
-        rows.append(
-            (
-                f"heartbeats ({hb['heartbeats_per_second']:,.0f}/s): lastSeen copies per minute",
-                f"<= {drift_bound:,.0f} (one per session per drift)",
-                f"{writes.per_minute_mean:,.0f} (per minute: {writes.per_minute})",
-                f"{floor.get('touches_per_minute', 0):,.0f} replayed" if floor else "",
-                met(writes.per_minute_mean <= drift_bound and writes.other == 0),
-            )
-        )
-        rows.append(
-            (
-                "heartbeats: other BotSession writes",
-                "0",
-                str(writes.other),
-                "",
-                met(writes.other == 0),
-            )
-        )
-        rows.append(
-            (
-                "heartbeats: smallest advance of a session's lastSeen by one copy (s)",
-                f"> {args.drift_seconds:.0f} (the drift)",
-                fmt(writes.min_step_s),
-                "",
-                met(None if writes.min_step_s is None else writes.min_step_s > args.drift_seconds),
-            )
-        )
-        rows.append(
-            (
-                "heartbeats: shortest wall time between two copies of one session (s)",
-                "",
-                fmt(writes.min_gap_s),
-                "",
-                "",
-            )
-        )
-        rows.append(
-            compared(
-                f"heartbeats: operator CPU over {window.seconds:.0f} s (% of one core)",
-                window.cpu_pct,
-                fhb.cpu_pct if fhb else None,
-            )
-        )
-        rows.append(
-            (
-                "heartbeats: operator RSS at the end / peak so far (MB)",
-                "",
-                f"{fmt(window.rss_mb_end)} / {fmt(window.hwm_mb)}",
-                f"{fmt(fhb.rss_mb_end)} / {fmt(fhb.hwm_mb)}" if fhb else "",
-                ratio(window.rss_mb_end, fhb.rss_mb_end if fhb else None),
-            )
-        )
+        rows += heartbeat_write_rows(hb, floor, args)
+        rows += heartbeat_cost_rows(hb["window"], floor.get("heartbeats"))
     lines = [
         "| measure | target | botsession operator | kopf floor (empty handlers) | ratio / met |",
         "| --- | --- | ---: | ---: | --- |",

@@ -3,8 +3,8 @@
   .venv/bin/python -m bench.restart_benchmark --json /tmp/restart.json      # N = 10,000
   .venv/bin/python -m bench.restart_benchmark --sessions 300                # quick check
 
-Everything is real and started here, as in bench/operator_benchmark.py (whose helpers this
-module imports): etcd + kube-apiserver, a private redis-server and PostgreSQL, and the
+Everything is real and started here, as in bench/operator_benchmark.py (through the same
+bench/testbed.py): etcd + kube-apiserver, a private redis-server and PostgreSQL, and the
 operator as a subprocess (devstack.operator_process.OperatorProcess, `python -m controller`,
 the database PostgreSQL, BOTSESSION_METRICS_PORT a free port, every other setting its
 default: worker limit 200).
@@ -49,7 +49,7 @@ restart with one new bare BotSession created at the spawn; (a) is "handled" (the
 is there), (b) counts the log lines (it has no metrics), (c) and (d) are the same.
 
 CPU is utime + stime from /proc/<pid>/stat, memory VmRSS (sampled every 0.5 s) and VmHWM from
-/proc/<pid>/status (bench.operator_benchmark.Meter). `--json PATH` writes every figure with
+/proc/<pid>/status (bench.measure.Meter). `--json PATH` writes every figure with
 the machine's facts (versions of the servers and libraries, nproc, memory, load average at
 the start and the end, the git commit and the number of uncommitted files).
 """
@@ -61,40 +61,43 @@ import asyncio
 import contextlib
 import json
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.operator_benchmark import (
-    FLOOR_NAMESPACE,
-    IDENTITY,
-    NAMESPACE,
-    REPO,
-    EmptyOperator,
+from bench.measure import (
     Meter,
-    Stores,
     Window,
-    active_status,
     bounded,
-    collection,
     fmt,
-    handled_by_floor,
+    git,
     jsonable,
     keep_log,
-    keys_for,
-    list_raw,
     loadavg,
     log,
     pid_of,
-    servers,
     versions,
     wait_for,
+)
+from bench.testbed import (
+    FLOOR_NAMESPACE,
+    IDENTITY,
+    NAMESPACE,
+    EmptyOperator,
+    Stores,
+    active_status,
+    collection,
+    connected_patches,
+    handled_by_floor,
+    keys_for,
+    list_raw,
+    patch_status,
+    servers,
 )
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
@@ -104,7 +107,7 @@ from devstack.process import ManagedProcess, free_port
 from devstack.redis_server import RedisServer
 from sessions.kube import ApiError, KubeClient, load_kubeconfig
 from sessions.migrate import upgrade
-from sessions.model import ReportedState, SessionKey, StoreUnavailable, format_time
+from sessions.model import ReportedState, SessionKey, StoreUnavailable
 from sessions.redis_store import RedisStore, connect
 from sessions.resources import KubeBotSessions, resource_name
 from sessions.service import SessionService
@@ -259,13 +262,6 @@ def stop(process: ManagedProcess) -> tuple[float, int | None]:
     started = time.monotonic()
     process.stop(signal.SIGTERM, timeout=60)
     return round(time.monotonic() - started, 1), process.proc.returncode if process.proc else None
-
-
-def git(*argv: str) -> str:
-    result = subprocess.run(
-        ["git", *argv], cwd=REPO, capture_output=True, text=True, check=False, timeout=30
-    )
-    return result.stdout.strip()
 
 
 # --- the steps ---------------------------------------------------------------------------
@@ -490,19 +486,12 @@ async def populate_real(bench: Bench) -> float:
 async def populate_floor(bench: Bench, status: Item) -> float:
     """N bare BotSessions, each given a real connected one's status (two patches)."""
     bare = KubeBotSessions(bench.client, FLOOR_NAMESPACE)
-    now = format_time(datetime.now(UTC).replace(microsecond=0))
-    first = {"phase": "connecting", "reason": "Created", "revision": 1}
-    bodies = (first, {**status, "lastSeen": now})
+    bodies = connected_patches(status)
 
     async def one(key: SessionKey) -> None:
         record, _ = await bare.create(key, IDENTITY)
         for body in bodies:
-            await bench.client.request(
-                "PATCH",
-                f"{collection(FLOOR_NAMESPACE)}/{record.name}/status",
-                json={"status": body},
-                content_type="application/merge-patch+json",
-            )
+            await patch_status(bench.client, FLOOR_NAMESPACE, record.name, body)
 
     return await bounded(keys_for(bench.args.sessions), one, bench.args.concurrency)
 

@@ -2,7 +2,7 @@
 transaction) and of `SqlStore.write_many` (batches of 500 in one executemany), on a private
 PostgreSQL started here (devstack.postgres_server).
 
-  .venv/bin/python bench/sql_write_benchmark.py --rows 3000
+  .venv/bin/python -m bench.sql_write_benchmark --rows 3000
 
 Every row is first inserted, then each contender advances every row's lastSeen by 90 s (an
 update through ON CONFLICT, as the resync's copies are). CPU is this process's time
@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devstack.postgres_server import PostgresServer
 from sessions.migrate import upgrade

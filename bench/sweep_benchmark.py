@@ -2,8 +2,8 @@
 
 One run, on a private real redis-server started here and stopped at the end:
 
-  .venv/bin/python bench/sweep_benchmark.py                    # 1,000,000 sessions
-  .venv/bin/python bench/sweep_benchmark.py --sessions 20000   # a quick check
+  .venv/bin/python -m bench.sweep_benchmark                    # 1,000,000 sessions
+  .venv/bin/python -m bench.sweep_benchmark --sessions 20000   # a quick check
 
 For each due fraction the keyspace is populated (pipelined, the same keys and values the
 write_state Lua script produces), then each contender runs on its own fresh copy of the same
@@ -491,23 +491,28 @@ def machine() -> dict[str, str]:
     }
 
 
-def bench_fraction(
-    server: RedisServer, sync: redis.Redis, args: argparse.Namespace, fraction: float, idx: int
-) -> list[Row]:
-    """Per naive contender: populate and run it; then, per batch size: repopulate and sweep."""
-    now_s = int(time.time())
-    plan = Plan.make(args.sessions, fraction, now_s, seed=args.seed + idx)
-    expected = plan.due()
-    log = functools.partial(print, file=sys.stderr, flush=True)
-    tag = f"[{fmt_fraction(fraction)}]"
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
-    def fresh() -> None:
-        sync.flushall()
+
+@dataclass
+class Trial:
+    """One due fraction: its plan, the sessions every contender must remove, and a fresh copy
+    of the data for each contender."""
+
+    sync: redis.Redis
+    plan: Plan
+    expected: set[str]
+    tag: str
+
+    def fresh(self) -> None:
+        self.sync.flushall()
         t0 = time.perf_counter()
-        populate(sync, plan)
-        log(f"{tag} populated {plan.sessions:,} in {time.perf_counter() - t0:.1f} s")
+        populate(self.sync, self.plan)
+        log(f"{self.tag} populated {self.plan.sessions:,} in {time.perf_counter() - t0:.1f} s")
 
-    def check(name: str, t: Timing) -> None:
+    def check(self, name: str, t: Timing) -> None:
+        expected = self.expected
         if t.removed != expected:
             log(
                 f"MISMATCH: {name} removed {len(t.removed):,}, planned {len(expected):,}; "
@@ -517,76 +522,88 @@ def bench_fraction(
         if t.keys_deleted != 3 * len(t.removed):
             log(f"WARNING: {name} deleted {t.keys_deleted} keys for {len(t.removed)} sessions")
 
-    naive: dict[str, Naive] = {}
-    naive_timings: dict[str, Timing] = {}
-    for kind in args.naive:
-        fresh()
-        timing = asyncio.run(run_naive(server.url, plan, kind))
-        log(f"{tag} {kind}: {timing.seconds:.2f} s, removed {len(timing.removed):,}")
-        check(kind, timing)
-        naive[kind] = Naive.of(timing, expected)
-        naive_timings[kind] = timing
 
-    rows = []
-    for batch_size in args.batch_sizes:
-        fresh()
-        swept = asyncio.run(
-            run_sweep(
-                server.url, plan, batch_size, idle_repeats=args.idle_repeats if fraction == 0 else 0
-            )
+def run_naives(url: str, trial: Trial, kinds: Sequence[str]) -> dict[str, Timing]:
+    """Each naive contender on a fresh copy of the data."""
+    timings: dict[str, Timing] = {}
+    for kind in kinds:
+        trial.fresh()
+        timing = asyncio.run(run_naive(url, trial.plan, kind))
+        log(f"{trial.tag} {kind}: {timing.seconds:.2f} s, removed {len(timing.removed):,}")
+        trial.check(kind, timing)
+        timings[kind] = timing
+    return timings
+
+
+def sweep_row(
+    url: str, trial: Trial, naive: dict[str, Timing], batch_size: int, args: argparse.Namespace
+) -> Row:
+    """The sweep with one batch size on a fresh copy of the data, against the naive runs."""
+    plan, expected = trial.plan, trial.expected
+    trial.fresh()
+    repeats = args.idle_repeats if plan.fraction == 0 else 0
+    swept = asyncio.run(run_sweep(url, plan, batch_size, idle_repeats=repeats))
+    log(
+        f"{trial.tag} sweep batch {batch_size}: {swept.seconds * 1000:.1f} ms,"
+        f" removed {len(swept.removed):,} {swept.extra.get('why')}"
+    )
+    trial.check("sweep", swept)
+    figures = {
+        kind: dataclasses.replace(
+            Naive.of(timing, expected),
+            speedup=timing.seconds / swept.seconds if swept.seconds else float("inf"),
+            same_sessions=timing.removed == swept.removed == expected,
         )
-        log(
-            f"{tag} sweep batch {batch_size}: {swept.seconds * 1000:.1f} ms,"
-            f" removed {len(swept.removed):,} {swept.extra.get('why')}"
-        )
-        check("sweep", swept)
-        figures = {
-            kind: dataclasses.replace(
-                n,
-                speedup=n.seconds / swept.seconds if swept.seconds else float("inf"),
-                same_sessions=naive_timings[kind].removed == swept.removed == expected,
-            )
-            for kind, n in naive.items()
-        }
-        rows.append(
-            Row(
-                fraction=fraction,
-                sessions=plan.sessions,
-                due=len(expected),
-                expired=plan.count(EXPIRED),
-                inactive=plan.count(INACTIVE),
-                batch_size=batch_size,
-                sweep_seconds=swept.seconds,
-                sweep_client_cpu_seconds=swept.client_cpu_seconds,
-                sweep_server_ms=swept.server_ms,
-                sweep_commands=swept.commands,
-                sweep_batches=int(swept.extra["batches"]),
-                same_sessions=swept.removed == expected
-                and all(f.same_sessions for f in figures.values()),
-                naive=figures,
-                sweep_repeat_ms=swept.extra.get("repeat_ms"),
-                log_events=args.log_events,
-                sweep_commandstats=swept.extra["commandstats"],
-            )
-        )
+        for kind, timing in naive.items()
+    }
+    return Row(
+        fraction=plan.fraction,
+        sessions=plan.sessions,
+        due=len(expected),
+        expired=plan.count(EXPIRED),
+        inactive=plan.count(INACTIVE),
+        batch_size=batch_size,
+        sweep_seconds=swept.seconds,
+        sweep_client_cpu_seconds=swept.client_cpu_seconds,
+        sweep_server_ms=swept.server_ms,
+        sweep_commands=swept.commands,
+        sweep_batches=int(swept.extra["batches"]),
+        same_sessions=swept.removed == expected and all(f.same_sessions for f in figures.values()),
+        naive=figures,
+        sweep_repeat_ms=swept.extra.get("repeat_ms"),
+        log_events=args.log_events,
+        sweep_commandstats=swept.extra["commandstats"],
+    )
+
+
+def bench_fraction(
+    server: RedisServer, sync: redis.Redis, args: argparse.Namespace, fraction: float, idx: int
+) -> list[Row]:
+    """Per naive contender: populate and run it; then, per batch size: repopulate and sweep."""
+    plan = Plan.make(args.sessions, fraction, int(time.time()), seed=args.seed + idx)
+    trial = Trial(sync, plan, plan.due(), f"[{fmt_fraction(fraction)}]")
+    naive = run_naives(server.url, trial, args.naive)
+    rows = [sweep_row(server.url, trial, naive, size, args) for size in args.batch_sizes]
     sync.flushall()
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
+def log_removals() -> None:
+    """As the operator runs it: every removed session is one JSON line at INFO (to
+    /dev/null); the naive contenders log each deletion too (the requirements' console.log
+    per cleaned session)."""
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - closed at exit
+    atexit.register(devnull.close)
+    handler = logging.StreamHandler(devnull)
+    handler.setFormatter(JsonFormatter())
+    for name in ("sessions", "bench"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def bench_all(args: argparse.Namespace) -> tuple[list[Row], str]:
+    """Every due fraction on one private redis-server; the rows and the server's version."""
     rows: list[Row] = []
-    started = datetime.now(UTC)
-    load_at_start = machine()["loadavg"]
-    if args.log_events:
-        # as the operator runs it: every removed session is one JSON line at INFO; the naive
-        # contenders log each deletion too (the requirements' console.log per cleaned session)
-        devnull = open(os.devnull, "w")  # noqa: SIM115 - closed at exit
-        atexit.register(devnull.close)
-        handler = logging.StreamHandler(devnull)
-        handler.setFormatter(JsonFormatter())
-        for name in ("sessions", "bench"):
-            logging.getLogger(name).addHandler(handler)
-            logging.getLogger(name).setLevel(logging.INFO)
     with RedisServer() as server:
         sync = redis.Redis.from_url(server.url, socket_timeout=300)
         try:
@@ -595,7 +612,10 @@ def run(args: argparse.Namespace) -> int:
                 rows.extend(bench_fraction(server, sync, args, fraction, idx))
         finally:
             sync.close()
-    goals = targets(rows)
+    return rows, redis_version
+
+
+def print_report(rows: Sequence[Row], goals: Sequence[dict[str, Any]], idle_repeats: int) -> None:
     print(markdown(rows))
     print()
     for goal in goals:
@@ -615,23 +635,40 @@ def run(args: argparse.Namespace) -> int:
         if r.sweep_repeat_ms:
             rep = r.sweep_repeat_ms
             print(
-                f"- sweep with nothing due (batch {r.batch_size}), {args.idle_repeats} more runs: "
+                f"- sweep with nothing due (batch {r.batch_size}), {idle_repeats} more runs: "
                 f"median {rep['median']:.2f} ms, max {rep['max']:.2f} ms"
             )
+
+
+def write_json(
+    path: Path,
+    rows: Sequence[Row],
+    goals: Sequence[dict[str, Any]],
+    started: datetime,
+    machine_at_start: dict[str, str],
+) -> None:
+    report = {
+        "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+        "argv": sys.argv,
+        "machine": {**machine(), **machine_at_start},
+        "rows": [asdict(r) for r in rows],
+        "targets": list(goals),
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    started = datetime.now(UTC)
+    load_at_start = machine()["loadavg"]
+    if args.log_events:
+        log_removals()
+    rows, redis_version = bench_all(args)
+    goals = targets(rows)
+    print_report(rows, goals, args.idle_repeats)
     if args.json:
-        report = {
-            "started": started.isoformat(),
-            "finished": datetime.now(UTC).isoformat(),
-            "argv": sys.argv,
-            "machine": {
-                **machine(),
-                "loadavg_at_start": load_at_start,
-                "redis_server": redis_version,
-            },
-            "rows": [asdict(r) for r in rows],
-            "targets": goals,
-        }
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        at_start = {"loadavg_at_start": load_at_start, "redis_server": redis_version}
+        write_json(Path(args.json), rows, goals, started, at_start)
     if not all(r.same_sessions for r in rows):
         print("FAILED: the contenders removed different sessions", file=sys.stderr)
         return 1
