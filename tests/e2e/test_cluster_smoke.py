@@ -3,7 +3,8 @@ Docker (devstack.image): the project's image agrees with the Dockerfile and runs
 non-root Pod with a read-only root filesystem; Pods resolve Service names and reach the
 API server through the `kubernetes` Service with their token and TLS verified; the host
 reaches a Service through a forwarded port; and stopping leaves nothing on the host.
-Needs root (namespaces, cgroups), as CI has."""
+Needs root (namespaces, cgroups), as CI has. The cluster and the images are the run's shared
+ones (tests/e2e/conftest.py); the last test starts a cluster of its own."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack.cluster import Cluster, services
-from devstack.image import BuiltImage, check_against_dockerfile, project_image, redis_image
+from devstack.image import BuiltImage, check_against_dockerfile
 
 pytestmark = [
     pytest.mark.e2e,
@@ -41,19 +41,6 @@ try:
 except OSError as exc:
     print("root filesystem", exc.strerror)
 """
-
-
-@pytest.fixture(scope="module")
-def images() -> dict[str, BuiltImage]:
-    return {"project": project_image(), "redis": redis_image()}
-
-
-@pytest.fixture(scope="module")
-def cluster(images: dict[str, BuiltImage]) -> Iterator[Cluster]:
-    with Cluster() as running:
-        for image in images.values():
-            running.import_image(image.archive)
-        yield running
 
 
 def run_pod(cluster: Cluster, name: str, image: str, **container: Any) -> str:
