@@ -158,15 +158,21 @@ async def sync(
                 to_phase=entry.to_phase.value,
                 reason=entry.reason.value,
             ).inc()
-    patch.status["conditions"] = conditions(
-        outcome.record, outcome.pending, utcnow(), body.status.get("conditions")
-    )
-    patch.status["observedGeneration"] = body.metadata.get("generation")
     label = bot_label(outcome.record.key.bot_id)
     if body.metadata.labels.get(BOT_LABEL) != label:  # so lookups by bot find hand-made ones
         patch.metadata.labels[BOT_LABEL] = label
+    status: dict[str, Any] = {
+        "conditions": conditions(
+            outcome.record, outcome.pending, utcnow(), body.status.get("conditions")
+        ),
+        "observedGeneration": body.metadata.get("generation"),
+    }
     if outcome.synced:
-        patch.status["syncedRevision"] = outcome.record.revision
+        status["syncedRevision"] = outcome.record.revision
+    if not await runtime.botsessions.set_sync_status(outcome.record, status):
+        metrics.STALE_SYNCS.inc()
+        return  # a newer revision is there: its own update event syncs it
+    if outcome.synced:
         return
     kopf.warn(
         body, reason="SyncPending", message=f"{' and '.join(outcome.pending)} unavailable; retrying"

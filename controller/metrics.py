@@ -73,3 +73,11 @@ GUARDS = guard_metrics(REGISTRY, "botsession")
 def serve(port: int) -> None:
     if port:
         start_http_server(port, registry=REGISTRY)
+
+
+STALE_SYNCS = Counter(
+    "botsession_stale_syncs_total",
+    "Syncs whose status was not written because the BotSession had moved on to a newer "
+    "revision meanwhile (a stale body, e.g. while an operator hands over to its successor)",
+    registry=REGISTRY,
+)

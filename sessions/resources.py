@@ -196,6 +196,20 @@ def phase_patch(
     return "application/json-patch+json", ops
 
 
+def sync_status_patch(record: BotSessionRecord, fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON patch of the sync's own status fields (syncedRevision, conditions) that
+    applies only while the stored revision is still the one synced: a handler working from
+    a stale body (an operator handing over to its successor) cannot set an older
+    syncedRevision over a newer one."""
+    return [
+        {"op": "test", "path": "/status/revision", "value": record.revision},
+        *(
+            {"op": "add", "path": f"/status/{name}", "value": value}
+            for name, value in fields.items()
+        ),
+    ]
+
+
 class KubeBotSessions:
     """BotSessions in one namespace. `creator` ("api" in the API) marks the objects this
     instance creates as ones whose first phase it writes itself (CREATED_BY)."""
@@ -271,6 +285,22 @@ class KubeBotSessions:
             )
         except ApiError as exc:
             raise await self._patch_error(exc, record, entry) from exc
+
+    async def set_sync_status(self, record: BotSessionRecord, fields: dict[str, Any]) -> bool:
+        """Write the sync's status fields for `record`'s revision; False when the object
+        moved on to another revision or went (its own update event syncs that one)."""
+        try:
+            await self.client.request(
+                "PATCH",
+                f"{self.path(record.name)}/status",
+                json=sync_status_patch(record, fields),
+                content_type="application/json-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status in (404, 409, 422):
+                return False
+            raise
+        return True
 
     async def _patch_error(
         self, exc: ApiError, record: BotSessionRecord, entry: HistoryEntry

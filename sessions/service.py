@@ -234,26 +234,27 @@ class SessionService:
     # --- heartbeats and reads ------------------------------------------------------------
 
     async def heartbeat(self, key: SessionKey) -> Heartbeat:
-        """Refresh lastSeen in Redis only. A session Redis lost is restored from its
-        BotSession (one API read, only on that miss), unless a removal took it away (a
-        sweep, a clear): then the bot must report again."""
+        """Refresh lastSeen in Redis only. When Redis misses the session or holds it
+        inactive, the BotSession decides (one API read, only then): a live BotSession
+        restores Redis (a lost write, or a report whose Redis write is still pending),
+        unless a removal took it away (a sweep, a clear): then the bot must report again."""
         now = self.now()
         beat = await self.redis.heartbeat(key, now)
-        if beat is None:
-            record = await self.botsessions.get(key)
-            if record is None or record.phase is None or record.deleting:
+        if beat is not None and beat.phase is not Phase.INACTIVE:
+            return beat
+        record = await self.botsessions.get(key)
+        if record is None or record.phase is None or record.deleting:
+            if beat is None:
                 raise SessionNotFound(f"no session {key}; report its phase first")
-            if record.phase is Phase.INACTIVE:
-                raise SessionInactive(f"session {key} is inactive; report connecting first")
-            state = record.state(self.settings.session_ttl, now)
-            if not await self.redis.write(state, record.ttl(self.settings.session_ttl)):
-                beat = await self.redis.heartbeat(key, now)  # a newer write got there first
-                if beat is None:
-                    raise SessionInactive(f"session {key} was removed; report connecting first")
-                return beat
-            return Heartbeat(state.phase, state.last_seen, state.expires_at, state.revision)
-        if beat.phase is Phase.INACTIVE:
             raise SessionInactive(f"session {key} is inactive; report connecting first")
+        if record.phase is Phase.INACTIVE:
+            raise SessionInactive(f"session {key} is inactive; report connecting first")
+        state = record.state(self.settings.session_ttl, now)
+        if await self.redis.write(state, record.ttl(self.settings.session_ttl)):
+            return Heartbeat(state.phase, state.last_seen, state.expires_at, state.revision)
+        beat = await self.redis.heartbeat(key, now)  # a newer write or a removal got there first
+        if beat is None or beat.phase is Phase.INACTIVE:
+            raise SessionInactive(f"session {key} was removed; report connecting first")
         return beat
 
     async def status(self, bot_id: str, user_id: str | None = None) -> StatusView:

@@ -156,6 +156,23 @@ async def test_a_stale_revision_is_a_conflict(kube_botsessions: KubeBotSessions)
         await move(kube_botsessions, connecting, Phase.FAILED, Reason.CONNECT_FAILED)
 
 
+async def test_a_stale_sync_never_sets_an_older_synced_revision(
+    kube_botsessions: KubeBotSessions,
+) -> None:
+    """An operator that synced revision 1 from a stale body (handing over to its
+    successor, which already synced revision 2) must not write syncedRevision 1."""
+    created, _ = await kube_botsessions.create(SessionKey("bot-1", "handover"), IDENTITY)
+    first = await move(kube_botsessions, created, Phase.CONNECTING, Reason.CREATED)
+    second = await move(kube_botsessions, first, Phase.ACTIVE, Reason.CONNECTED)
+    assert await kube_botsessions.set_sync_status(second, {"syncedRevision": 2})
+    assert not await kube_botsessions.set_sync_status(first, {"syncedRevision": 1})
+    stored = await kube_botsessions.get(second.key)
+    assert stored is not None and stored.synced_revision == 2
+    gone = await kube_botsessions.delete(second.key, timedelta(seconds=10))
+    assert gone is DeleteOutcome.DELETED
+    assert not await kube_botsessions.set_sync_status(second, {"syncedRevision": 2})
+
+
 async def test_a_refused_transition_is_transition_refused(
     kube_botsessions: KubeBotSessions,
 ) -> None:

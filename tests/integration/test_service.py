@@ -287,6 +287,24 @@ async def test_heartbeat_restores_a_session_redis_lost(
     assert stored is not None and stored.identity == IDENTITY and stored.revision == 2
 
 
+async def test_heartbeat_follows_a_reconnect_whose_redis_write_is_pending(
+    service: SessionService, redis_store: RedisStore
+) -> None:
+    """A report updated the BotSession but its Redis write was lost (Redis still holds
+    the older, inactive hash): the next heartbeat is served from the BotSession."""
+    await service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
+    await service.report(KEY, ReportedState.DISCONNECTED)
+    hash_key = redis_store.keys.hash(KEY)
+    inactive, ttl = await redis_store.client.dump(hash_key), await redis_store.client.pttl(hash_key)
+    assert inactive is not None
+    await service.report(KEY, ReportedState.CONNECTING)
+    await redis_store.client.restore(hash_key, ttl, inactive, replace=True)
+    beat = await service.heartbeat(KEY)
+    assert (beat.phase, beat.revision) == (Phase.CONNECTING, 4)
+    stored = await redis_store.get(KEY)
+    assert stored is not None and (stored.phase, stored.revision) == (Phase.CONNECTING, 4)
+
+
 async def test_heartbeat_of_unknown_or_inactive_sessions(service: SessionService) -> None:
     with pytest.raises(SessionNotFound):
         await service.heartbeat(KEY)
