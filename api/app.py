@@ -18,9 +18,9 @@ from api.limits import RateLimiter
 from api.middleware import BodyLimit, RequestLog, StatusFastPath
 from api.routes import health, router, session_status
 from api.settings import ApiSettings, load_api_settings
-from sessions import logs, privacy
+from sessions.domain import logs, privacy
+from sessions.domain.settings import Settings, load_settings
 from sessions.runtime import Runtime
-from sessions.settings import Settings, load_settings
 
 RuntimeFactory = Callable[[Settings], Awaitable[Runtime]]
 

@@ -41,7 +41,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api import metrics
 from api.errors import ApiProblem, retry_after_header
 from api.limits import Rate, RateLimiter
-from sessions.logs import event
+from sessions.domain.logs import event
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Analytics, the health dashboard page and the API's metrics (issue: session analytics and
-monitoring). Thin wiring over sessions.analytics."""
+monitoring). Thin wiring over sessions.usecases.analytics."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from api import metrics
 from api.routes import V1, Reader
 from api.schemas import (
     AnalyticsResponse,
-    CleanupRunOut,
     Durations,
     HourlyTransitions,
     Stuck,
     StuckSession,
+    SweepRunOut,
     errors,
 )
-from sessions.analytics import analytics
-from sessions.crd import ID_PATTERN
-from sessions.model import format_time
+from sessions.adapters.kubernetes.crd import ID_PATTERN
+from sessions.domain.model import format_time
 from sessions.runtime import Runtime
+from sessions.usecases.analytics import analytics
 
 router = APIRouter(tags=["analytics"])
 v1 = APIRouter(prefix=V1, tags=["analytics"])
@@ -92,7 +92,7 @@ async def get_analytics(
             ],
         ),
         cleanupRuns=[
-            CleanupRunOut(
+            SweepRunOut(
                 startedAt=format_time(r.started_at),
                 finishedAt=format_time(r.finished_at) if r.finished_at else None,
                 removed=r.removed,

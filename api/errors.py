@@ -2,7 +2,7 @@
 
     {"success": false, "error": {"code": "...", "message": "...", ...details}}
 
-Domain errors (sessions.model) map to statuses here; FastAPI's validation errors, unknown
+Domain errors (sessions.domain.model) map to statuses here; FastAPI's validation errors, unknown
 routes (404), wrong methods (405) and unexpected exceptions (500) get the same envelope.
 Nothing here logs a request body, a token or an error message that may quote user data.
 """
@@ -18,9 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sessions.kube import ApiError
-from sessions.logs import event
-from sessions.model import (
+from sessions.adapters.kubernetes.client import ApiError
+from sessions.domain.logs import event
+from sessions.domain.model import (
     InvalidSessionInput,
     NameCollision,
     RevisionConflict,

@@ -9,9 +9,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sessions.kube import ApiError
-from sessions.migrate import head_revision, is_current
-from sessions.model import StoreUnavailable
+from sessions.adapters.kubernetes.client import ApiError
+from sessions.adapters.sql.migrate import head_revision, is_current
+from sessions.domain.model import StoreUnavailable
 from sessions.runtime import Runtime
 
 

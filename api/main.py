@@ -13,8 +13,8 @@ from api.app import create_app
 from api.auth import TokenError
 from api.serving import UVICORN_OPTIONS
 from api.settings import load_api_settings
-from sessions import logs
-from sessions.settings import SettingsError, load_settings
+from sessions.domain import logs
+from sessions.domain.settings import SettingsError, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from sessions.guard import guard_metrics
+from sessions.adapters.guard import guard_metrics
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(

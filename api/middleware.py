@@ -20,9 +20,9 @@ from api.auth import Scope as TokenScope
 from api.auth import TokenRegistry, admit, bearer_token
 from api.errors import ApiProblem, error_body, error_response, session_error_response
 from api.schemas import StatusResponse
-from sessions.crd import ID_PATTERN
-from sessions.logs import event
-from sessions.model import SessionError
+from sessions.adapters.kubernetes.crd import ID_PATTERN
+from sessions.domain.logs import event
+from sessions.domain.model import SessionError
 from sessions.runtime import Runtime
 
 log = logging.getLogger("api")

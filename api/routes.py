@@ -1,4 +1,4 @@
-"""The endpoints: thin wiring from HTTP to sessions.service.SessionService."""
+"""The endpoints: thin wiring from HTTP to sessions.usecases.service.SessionService."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from api.schemas import (
     TransitionOut,
     errors,
 )
-from sessions.crd import ID_PATTERN
-from sessions.model import Identity, Phase, SessionKey, format_time
+from sessions.adapters.kubernetes.crd import ID_PATTERN
+from sessions.domain.model import Identity, Phase, SessionKey, format_time
 from sessions.runtime import Runtime
-from sessions.service import ClearFlags, SessionService
+from sessions.usecases.service import ClearFlags, SessionService
 
 V1 = "/v1/whatsapp"
 

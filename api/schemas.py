@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from sessions.crd import ID_PATTERN
-from sessions.model import (
+from sessions.adapters.kubernetes.crd import ID_PATTERN
+from sessions.domain.model import (
     HistoryEntry,
     Phase,
     Reason,
@@ -543,7 +543,7 @@ class Stuck(BaseModel):
     oldest: list[StuckSession]
 
 
-class CleanupRunOut(BaseModel):
+class SweepRunOut(BaseModel):
     startedAt: str
     finishedAt: str | None
     removed: int
@@ -602,4 +602,4 @@ class AnalyticsResponse(BaseModel):
     transitionsPerHour: list[HourlyTransitions]
     duration: Durations
     stuckConnecting: Stuck
-    cleanupRuns: list[CleanupRunOut]
+    cleanupRuns: list[SweepRunOut]

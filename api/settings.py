@@ -1,7 +1,7 @@
 """Settings of the REST API process only (env prefix BOTSESSION_API_).
 
 Everything the API shares with the operator (Redis, the database, the namespace, the TTLs)
-stays in sessions.settings (prefix BOTSESSION_).
+stays in sessions.domain.settings (prefix BOTSESSION_).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.limits import Rate
-from sessions.settings import SettingsError
+from sessions.domain.settings import SettingsError
 
 PREFIX = "BOTSESSION_API_"
 

@@ -37,7 +37,7 @@ Steps (namespace `bench`, one token with the read and report scopes):
    bots again (a reconnect: connecting on an active session is active -> inactive ->
    connecting).
 
-The API sets a new session's first phase itself (sessions.service: report), so the operator
+The API sets a new session's first phase itself (sessions.usecases.service: report), so the operator
 is not needed for any of this; `--operator` runs it beside the API in step 3 as in production.
 
 CPU is (utime + stime) from /proc/<pid>/stat of each server's process tree over each measured
@@ -98,8 +98,8 @@ from bench.testbed import (
 )
 from devstack.operator_process import OperatorProcess
 from devstack.process import DevstackError, ManagedProcess, free_port, wait_until
-from sessions.model import SessionKey
-from sessions.sql_store import create_engine
+from sessions.adapters.sql.store import create_engine
+from sessions.domain.model import SessionKey
 
 REPORT_CYCLE = ("disconnected", "connecting", "connected")  # one transition each, from active
 WRK_MARK = "WRK-JSON "

@@ -6,7 +6,7 @@
 `bare` is a FastAPI app with one `GET /bare` route returning a constant JSON of the size of a
 session-status answer: FastAPI's floor. `api` is the real API exactly as `python -m api`
 builds it (api.main.run: create_app from the BOTSESSION_* / BOTSESSION_API_* environment, then
-sessions.logs JSON logging at BOTSESSION_API_LOG_LEVEL). Both configure logging the same way
+sessions.domain.logs JSON logging at BOTSESSION_API_LOG_LEVEL). Both configure logging the same way
 and both are served by uvicorn.run with api.serving's options (no access log, no server header,
 lifespan on, uvicorn's own logging config off) plus the same --workers, --loop and --http.
 The factories run in each worker (uvicorn imports "bench.bare_app:<name>" there).
@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.serving import UVICORN_OPTIONS
-from sessions import logs
+from sessions.domain import logs
 
 # the shape and size of a session-status answer for a seeded session
 BODY: dict[str, Any] = {
@@ -57,7 +57,7 @@ def api() -> FastAPI:
     """The real API, as api.main.run builds it (host and port come from uvicorn here)."""
     from api.app import create_app
     from api.settings import load_api_settings
-    from sessions.settings import load_settings
+    from sessions.domain.settings import load_settings
 
     api_settings = load_api_settings()
     app = create_app(load_settings(), api_settings=api_settings)

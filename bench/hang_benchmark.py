@@ -1,6 +1,6 @@
 """A hung Redis or database under load (issue 17, item 1): what the API answers while a store
 keeps its connections open but answers nothing, with the time budgets and the circuit breaker
-of sessions/guard.py, against a baseline whose budgets never fire.
+of sessions/adapters/guard.py, against a baseline whose budgets never fire.
 
   .venv/bin/python -m bench.hang_benchmark --json /tmp/hang.json      # 30 s hangs (~4 min)
   .venv/bin/python -m bench.hang_benchmark --quick                    # 5 s hangs (~2 min)
@@ -101,7 +101,7 @@ from bench.testbed import (
 from devstack.kubectl import kubectl
 from devstack.process import ManagedProcess
 from devstack.stack import ApiProcess
-from sessions.model import SessionKey
+from sessions.domain.model import SessionKey
 
 BOTS = 5  # the seeded sessions spread over this many bots
 REPORTERS = 2

@@ -35,7 +35,7 @@ import httpx
 from devstack.controlplane import ControlPlane, binary_dir
 from devstack.postgres_server import postgres_bindir
 from devstack.process import ManagedProcess
-from sessions.model import StoreUnavailable
+from sessions.domain.model import StoreUnavailable
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")

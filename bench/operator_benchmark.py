@@ -87,14 +87,14 @@ from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
 from devstack.operator_process import OperatorProcess
 from devstack.process import wait_until
-from sessions.kube import KubeClient, KubeConfig, load_kubeconfig
-from sessions.migrate import upgrade
-from sessions.model import ReportedState, SessionKey, format_time, parse_time
-from sessions.redis_store import RedisStore, connect
-from sessions.resources import KubeBotSessions
-from sessions.service import SessionService
-from sessions.settings import load_settings
-from sessions.sql_store import SqlStore, create_engine
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.kubernetes.client import KubeClient, KubeConfig, load_kubeconfig
+from sessions.adapters.redis.store import RedisStore, connect
+from sessions.adapters.sql.migrate import upgrade
+from sessions.adapters.sql.store import SqlStore, create_engine
+from sessions.domain.model import ReportedState, SessionKey, format_time, parse_time
+from sessions.domain.settings import load_settings
+from sessions.usecases.service import SessionService
 
 # the targets
 TARGET_BURST_S = 60.0

@@ -11,7 +11,7 @@ default: worker limit 200).
 
 The botsession operator (namespace `bench`):
 
-1. populate: N sessions reported `connected` through sessions.service.SessionService.report
+1. populate: N sessions reported `connected` through sessions.usecases.service.SessionService.report
    (what POST .../report does: the BotSession created by a KubeBotSessions with
    creator="api", its first phase `connecting` and then `connected` written by the API,
    Redis and PostgreSQL written), `--concurrency` reports at a time, no operator running;
@@ -105,14 +105,14 @@ from devstack.operator_process import OperatorProcess
 from devstack.postgres_server import PostgresServer
 from devstack.process import ManagedProcess, free_port
 from devstack.redis_server import RedisServer
-from sessions.kube import ApiError, KubeClient, load_kubeconfig
-from sessions.migrate import upgrade
-from sessions.model import ReportedState, SessionKey, StoreUnavailable
-from sessions.redis_store import RedisStore, connect
-from sessions.resources import KubeBotSessions, resource_name
-from sessions.service import SessionService
-from sessions.settings import load_settings
-from sessions.sql_store import SqlStore, create_engine
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions, resource_name
+from sessions.adapters.kubernetes.client import ApiError, KubeClient, load_kubeconfig
+from sessions.adapters.redis.store import RedisStore, connect
+from sessions.adapters.sql.migrate import upgrade
+from sessions.adapters.sql.store import SqlStore, create_engine
+from sessions.domain.model import ReportedState, SessionKey, StoreUnavailable
+from sessions.domain.settings import load_settings
+from sessions.usecases.service import SessionService
 
 TARGET_NEW_SYNCED_S = 10.0
 # the new BotSessions' bot: their names sort after every old one's ("bench-bot-..."); the API

@@ -18,9 +18,9 @@ from dataclasses import replace
 from datetime import timedelta
 
 from devstack.postgres_server import PostgresServer
-from sessions.migrate import upgrade
-from sessions.model import Identity, Phase, SessionKey, SessionState, utcnow
-from sessions.sql_store import SqlStore, create_engine
+from sessions.adapters.sql.migrate import upgrade
+from sessions.adapters.sql.store import SqlStore, create_engine
+from sessions.domain.model import Identity, Phase, SessionKey, SessionState, utcnow
 
 BATCH = 500
 

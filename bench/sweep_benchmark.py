@@ -15,7 +15,7 @@ data (FLUSHALL and repopulate in between), with the same `now`:
              the two contract strings)
   pipelined  the same loop without the round-trip latency: per SCAN page one pipeline of
              HMGET status/expiresAt, then one pipeline of UNLINKs for the due ones
-  sweep      sessions.cleanup.sweep(store, batch_size=..., now=now)
+  sweep      sessions.usecases.sweep.sweep(store, batch_size=..., now=now)
 
 --naive picks the naive contenders (default both). A session is due when it is inactive or
 its expiresAt (lastSeen + TTL) is not after `now`. Every contender must remove exactly the
@@ -50,10 +50,10 @@ import redis
 import redis.asyncio as aioredis
 
 from devstack.redis_server import RedisServer
-from sessions.cleanup import sweep
-from sessions.logs import JsonFormatter
-from sessions.model import parse_time
-from sessions.redis_store import EXPIRY_INDEX, RedisStore, connect, member_of
+from sessions.adapters.redis.store import EXPIRY_INDEX, RedisStore, connect, member_of
+from sessions.domain.logs import JsonFormatter
+from sessions.domain.model import parse_time
+from sessions.usecases.sweep import sweep
 
 TTL_S = 24 * 3600  # the default session TTL
 FAR_S = 3650 * 24 * 3600  # native key expiry of "expired" sessions: Redis must not drop them

@@ -36,12 +36,12 @@ from devstack.kubectl import install_crds, kubectl
 from devstack.postgres_server import PostgresServer
 from devstack.process import ManagedProcess, wait_until
 from devstack.redis_server import RedisServer
-from sessions.crd import GROUP, PLURAL, VERSION
-from sessions.kube import KubeClient
-from sessions.migrate import upgrade
-from sessions.model import Identity, SessionKey, format_time
-from sessions.redis_store import RedisStore, hash_key
-from sessions.sql_store import create_engine
+from sessions.adapters.kubernetes.client import KubeClient
+from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
+from sessions.adapters.redis.store import RedisStore, hash_key
+from sessions.adapters.sql.migrate import upgrade
+from sessions.adapters.sql.store import create_engine
+from sessions.domain.model import Identity, SessionKey, format_time
 
 EMPTY_OPERATOR = Path(__file__).resolve().parent / "empty_operator.py"
 CRDS = REPO / "crds" / "botsessions.yaml"

@@ -86,7 +86,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def _crd(args: argparse.Namespace) -> int:
     """Print the BotSession CRD (generated from the transition table)."""
-    from sessions.crd import render
+    from sessions.adapters.kubernetes.crd import render
 
     sys.stdout.write(render())
     return 0
@@ -96,7 +96,7 @@ def _controlplane(args: argparse.Namespace) -> int:
     """Run etcd + kube-apiserver, write a kubeconfig, apply the CRD, wait for Ctrl-C."""
     from devstack.controlplane import ControlPlane
     from devstack.kubectl import kubectl
-    from sessions.crd import render
+    from sessions.adapters.kubernetes.crd import render
 
     def announce(plane: ControlPlane) -> None:
         crd = plane.workdir / "botsessions.yaml"
@@ -129,8 +129,8 @@ def _cluster(args: argparse.Namespace) -> int:
 def _fingerprint(args: argparse.Namespace) -> int:
     """The fingerprint log lines carry for a userId (BOTSESSION_FINGERPRINT_KEY must be the
     installation's key), to find one user's lines."""
-    from sessions import privacy
-    from sessions.settings import load_settings
+    from sessions.domain import privacy
+    from sessions.domain.settings import load_settings
 
     key = load_settings().fingerprint_key
     if key is None:
@@ -146,9 +146,9 @@ def _migrate(args: argparse.Namespace) -> int:
     """Migrate the database (BOTSESSION_DATABASE_URL, or --database-url) to the newest schema."""
     import asyncio
 
-    from sessions.migrate import upgrade
-    from sessions.settings import SettingsError, load_settings
-    from sessions.sql_store import create_engine
+    from sessions.adapters.sql.migrate import upgrade
+    from sessions.adapters.sql.store import create_engine
+    from sessions.domain.settings import SettingsError, load_settings
 
     try:
         settings = load_settings(

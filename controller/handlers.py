@@ -1,4 +1,4 @@
-"""kopf handlers: thin wiring over sessions.reconcile. No session logic lives here."""
+"""kopf handlers: thin wiring over sessions.usecases.reconcile. No session logic lives here."""
 
 from __future__ import annotations
 
@@ -10,15 +10,20 @@ from typing import Any
 import kopf
 
 from controller import metrics
-from controller.housekeeper import Housekeeper
-from sessions.crd import FINALIZER, GROUP, PLURAL, VERSION
-from sessions.informer import BotSessionIndex
-from sessions.model import utcnow
-from sessions.peering import Activity, KopfPeers, Standalone
-from sessions.reconcile import cleanup_deleted, conditions, first_phase_awaited, reconcile
-from sessions.resources import BOT_LABEL, announce_transition, bot_label, record_of
+from controller.housekeeping_loop import HousekeepingLoop
+from sessions.adapters.kubernetes.botsessions import (
+    BOT_LABEL,
+    bot_label,
+    record_of,
+)
+from sessions.adapters.kubernetes.crd import FINALIZER, GROUP, PLURAL, VERSION
+from sessions.adapters.kubernetes.events import announce_transition
+from sessions.adapters.kubernetes.informer import BotSessionIndex
+from sessions.adapters.kubernetes.peering import Activity, KopfPeers, Standalone
+from sessions.domain.model import utcnow
+from sessions.domain.settings import Settings
 from sessions.runtime import Runtime
-from sessions.settings import Settings
+from sessions.usecases.reconcile import cleanup_deleted, conditions, first_phase_awaited, reconcile
 
 registry = kopf.OperatorRegistry()
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -48,7 +53,8 @@ def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     # 3,000 (docs/benchmarks.md, "Operator at scale"). A worker frees its slot 1 s after its
     # object's last event (kopf's default, 5 s, would cap the rate at 200 / 5 s). The limit
     # is safe only because no @kopf.index is registered: kopf makes every worker wait until
-    # all objects are indexed, which never happens past the limit (sessions.informer).
+    # all objects are indexed, which never happens past the limit (see
+    # sessions.adapters.kubernetes.informer).
     settings.queueing.worker_limit = config.worker_limit
     settings.queueing.idle_timeout = 1.0
 
@@ -69,7 +75,8 @@ def runtime_of(memo: Any) -> Runtime:
 
 @kopf.on.login(registry=registry)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf's own kubeconfig login, else the pod's service account (as sessions.kube does).
+    """kopf's own kubeconfig login, else the pod's service account (as
+    sessions.adapters.kubernetes.client does).
     An explicit registry has none of kopf's fallback logins, hence this handler."""
     info: kopf.ConnectionInfo | None = kopf.login_with_kubeconfig(**kwargs)
     return info or kopf.login_with_service_account(**kwargs)
@@ -89,12 +96,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         if peering
         else Standalone()
     )
-    housekeeper = Housekeeper(
+    housekeeping = HousekeepingLoop(
         runtime, index, activity, runner=peering.identity if peering else None
     )
     memo.tasks = [
         asyncio.create_task(index.run(), name="botsession index"),
-        asyncio.create_task(housekeeper.run(), name="housekeeping"),
+        asyncio.create_task(housekeeping.run(), name="housekeeping"),
     ]
 
 
@@ -103,7 +110,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     tasks = memo.get("tasks", [])
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)  # the housekeeper lets go its lease
+    await asyncio.gather(*tasks, return_exceptions=True)  # the housekeeping loop lets go its lease
     if "runtime" in memo:
         await runtime_of(memo).close()
 

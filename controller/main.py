@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import kopf
 
 from controller.handlers import Peering, registry
-from controller.housekeeper import runner_name
-from sessions import logs, privacy
-from sessions.kube import ApiError, KubeClient, load_config
-from sessions.settings import SettingsError, load_settings
+from controller.housekeeping_loop import runner_name
+from sessions.adapters.kubernetes.client import ApiError, KubeClient, load_config
+from sessions.domain import logs, privacy
+from sessions.domain.settings import SettingsError, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

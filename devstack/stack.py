@@ -18,7 +18,7 @@ from devstack.kubectl import install_crds
 from devstack.operator_process import OperatorProcess
 from devstack.process import Lifecycle, ManagedProcess, free_port, wait_until
 from devstack.redis_server import RedisServer
-from sessions.crd import render
+from sessions.adapters.kubernetes.crd import render
 
 DEMO = [  # (userId, reports in order) -> one session in every phase
     ("demo-connecting", [{"state": "connecting"}]),

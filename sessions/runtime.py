@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sessions.guard import GuardObserver
-from sessions.kube import KubeClient, load_config
-from sessions.migrate import upgrade
-from sessions.redis_store import RedisKeys, RedisStore, connect
-from sessions.resources import KubeBotSessions
-from sessions.service import SessionService
-from sessions.settings import Settings
-from sessions.sql_store import SqlStore, create_engine
+from sessions.adapters.guard import GuardObserver
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.kubernetes.client import KubeClient, load_config
+from sessions.adapters.redis.store import RedisKeys, RedisStore, connect
+from sessions.adapters.sql.migrate import upgrade
+from sessions.adapters.sql.store import SqlStore, create_engine
+from sessions.domain.settings import Settings
+from sessions.usecases.service import SessionService
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Runtime:
         return cls(settings, redis, sql, kube, botsessions, service)
 
     def observe(self, observer: GuardObserver) -> None:
-        """Count what the stores' guards do (sessions.guard), e.g. into metrics."""
+        """Count what the stores' guards do (sessions.adapters.guard), e.g. into metrics."""
         self.redis.guard.observer = observer
         self.sql.guard.observer = observer
 

@@ -17,12 +17,12 @@ from devstack.kubectl import install_crds, kubectl
 from devstack.operator_process import OperatorProcess
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
-from sessions.kube import KubeClient, load_kubeconfig
-from sessions.migrate import upgrade
-from sessions.model import Identity, Phase, Reason, SessionKey, SessionState, utcnow
-from sessions.redis_store import RedisStore, connect
-from sessions.resources import KubeBotSessions
-from sessions.sql_store import SqlStore, create_engine
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.kubernetes.client import KubeClient, load_kubeconfig
+from sessions.adapters.redis.store import RedisStore, connect
+from sessions.adapters.sql.migrate import upgrade
+from sessions.adapters.sql.store import SqlStore, create_engine
+from sessions.domain.model import Identity, Phase, Reason, SessionKey, SessionState, utcnow
 
 REPO = Path(__file__).resolve().parents[1]
 # the stores' time budget in the tests' own clients: generous, so a loaded CI machine does not

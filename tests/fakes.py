@@ -1,4 +1,4 @@
-"""An in-memory BotSessions (the interface of sessions.botsessions) for use-case tests.
+"""An in-memory BotSessions (the interface of sessions.domain.records) for use-case tests.
 
 It enforces what the API server enforces: compare-and-swap on the revision, the
 transition table (as the CRD's CEL rules do), immutable identity, finalizer-free deletes.
@@ -10,8 +10,7 @@ import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from sessions.botsessions import BotSessionRecord, DeleteOutcome
-from sessions.model import (
+from sessions.domain.model import (
     HistoryEntry,
     Identity,
     RevisionConflict,
@@ -21,6 +20,7 @@ from sessions.model import (
     check_transition,
     utcnow,
 )
+from sessions.domain.records import BotSessionRecord, DeleteOutcome
 
 
 class InMemoryBotSessions:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sessions.migrate import head_revision
+from sessions.adapters.sql.migrate import head_revision
 from tests.e2e.clients import HostApi, InClusterClient
 from tests.e2e.release import MIGRATED, Release, pod_ready
 from tests.e2e.tour import run_tour

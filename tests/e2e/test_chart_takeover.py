@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from sessions.model import parse_time
+from sessions.domain.model import parse_time
 from tests.e2e.conftest import Record
 from tests.e2e.release import Release
 from tests.e2e.waiting import Stopwatch, poll

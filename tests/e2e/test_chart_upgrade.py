@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from sessions.migrate import head_revision
+from sessions.adapters.sql.migrate import head_revision
 from tests.e2e.conftest import Record
 from tests.e2e.load import BackgroundBots, Bots, measure
 from tests.e2e.release import MIGRATED, Release, synced

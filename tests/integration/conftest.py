@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from devstack.controlplane import ControlPlane
-from sessions.botsessions import BotSessions
-from sessions.redis_store import RedisStore
-from sessions.resources import KubeBotSessions
-from sessions.service import SessionService
-from sessions.settings import load_settings
-from sessions.sql_store import SqlStore
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.redis.store import RedisStore
+from sessions.adapters.sql.store import SqlStore
+from sessions.domain.records import BotSessions
+from sessions.domain.settings import load_settings
+from sessions.usecases.service import SessionService
 from tests.fakes import Clock, InMemoryBotSessions
 from tests.integration.operator_stack import Stack, open_stack
 

@@ -16,14 +16,14 @@ from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
 from devstack.operator_process import OperatorProcess
 from devstack.redis_server import RedisServer
-from sessions.kube import KubeClient, load_kubeconfig
-from sessions.migrate import upgrade
-from sessions.model import Identity, Phase, Reason, SessionKey
-from sessions.redis_store import RedisStore, connect
-from sessions.resources import KubeBotSessions
-from sessions.service import SessionService
-from sessions.settings import load_settings
-from sessions.sql_store import SqlStore, create_engine
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.kubernetes.client import KubeClient, load_kubeconfig
+from sessions.adapters.redis.store import RedisStore, connect
+from sessions.adapters.sql.migrate import upgrade
+from sessions.adapters.sql.store import SqlStore, create_engine
+from sessions.domain.model import Identity, Phase, Reason, SessionKey
+from sessions.domain.settings import load_settings
+from sessions.usecases.service import SessionService
 from tests.conftest import TEST_BUDGET
 
 IDENTITY = Identity("4915112345678", "Jane", "session_123")

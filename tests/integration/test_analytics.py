@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from sessions import sql_schema
-from sessions.analytics import analytics, percentile
-from sessions.model import HistoryEntry, Phase, Reason, SessionKey
-from sessions.redis_store import RedisStore
-from sessions.sql_store import CleanupRun, SqlStore
+from sessions.adapters.redis.store import RedisStore
+from sessions.adapters.sql import schema as sql_schema
+from sessions.adapters.sql.store import SqlStore, SweepRun
+from sessions.domain.model import HistoryEntry, Phase, Reason, SessionKey
+from sessions.usecases.analytics import analytics, percentile
 from tests.conftest import make_state
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ async def seed(sql: SqlStore, redis: RedisStore) -> None:
     await redis.write(
         make_state(user="u2", phase=Phase.CONNECTING, last_seen=NOW), timedelta(days=3650)
     )
-    await sql.record_cleanup_run(CleanupRun(NOW - hour, NOW - hour, 3, 2, 1, True, None, "op"))
+    await sql.record_cleanup_run(SweepRun(NOW - hour, NOW - hour, 3, 2, 1, True, None, "op"))
 
 
 async def test_the_numbers_the_dashboard_shows(
@@ -140,7 +140,7 @@ async def test_the_window_bounds_what_is_counted(
 
 async def test_redis_down_leaves_live_unknown(sql_store: SqlStore) -> None:
     from devstack.redis_server import RedisServer
-    from sessions.redis_store import connect
+    from sessions.adapters.redis.store import connect
 
     with RedisServer() as server:
         store = RedisStore(connect(server.url, retries=0, timeout=timedelta(seconds=1)))

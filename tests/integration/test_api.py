@@ -35,12 +35,12 @@ from devstack.kubectl import kubectl
 from devstack.postgres_server import PostgresServer
 from devstack.process import free_port
 from devstack.redis_server import RedisServer
-from sessions.logs import JsonFormatter, quiet_data_loggers
-from sessions.model import Phase, Reason, SessionKey
-from sessions.redis_store import RedisStore, connect
-from sessions.resources import resource_name
+from sessions.adapters.kubernetes.botsessions import resource_name
+from sessions.adapters.redis.store import RedisStore, connect
+from sessions.domain.logs import JsonFormatter, quiet_data_loggers
+from sessions.domain.model import Phase, Reason, SessionKey
+from sessions.domain.settings import Settings, load_settings
 from sessions.runtime import Runtime
-from sessions.settings import Settings, load_settings
 from tests.conftest import OperatorEnv, eventually
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sessions.cleanup import DROPPED, sweep
-from sessions.model import Phase, SessionKey, utcnow
-from sessions.redis_store import EXPIRY_INDEX, RedisStore
+from sessions.adapters.redis.store import EXPIRY_INDEX, RedisStore
+from sessions.domain.model import Phase, SessionKey, utcnow
+from sessions.usecases.sweep import DROPPED, sweep
 from tests.conftest import make_state
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,7 @@ async def test_a_malformed_index_entry_is_dropped_and_does_not_stop_the_sweep(
     await redis_store.client.zadd(EXPIRY_INDEX, {"stray-4915112345678": 0})
     await redis_store.client.set("session:stray-4915112345678", "not ours")
     await redis_store.write(make_state(user="a", phase=Phase.INACTIVE, last_seen=NOW), TTL)
-    with caplog.at_level(level, logger="sessions.cleanup"):
+    with caplog.at_level(level, logger="sessions.usecases.sweep"):
         result = await sweep(redis_store, now=NOW)
     assert [(s.member, s.why) for s in result.removed] == [
         ("stray-4915112345678", "malformed"),

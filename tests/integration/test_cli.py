@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sessions.migrate import head_revision
+from sessions.adapters.sql.migrate import head_revision
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_a_bad_setting_stops_with_its_name(tmp_path: Path) -> None:
 def test_fingerprint_prints_what_the_logs_carry_for_a_user() -> None:
     import os
 
-    from sessions import privacy
+    from sessions.domain import privacy
 
     env = {**os.environ, "BOTSESSION_FINGERPRINT_KEY": "the-installations-key"}
     result = botsession("fingerprint", "4915112345678@c.us", "jane", env=env)

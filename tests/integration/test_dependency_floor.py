@@ -22,9 +22,9 @@ SMOKE = """
 import asyncio, sys
 from datetime import timedelta
 import redis
-from sessions.model import Identity, Phase, SessionKey, SessionState, utcnow
-from sessions.redis_store import RedisStore, connect
-from sessions.cleanup import sweep
+from sessions.domain.model import Identity, Phase, SessionKey, SessionState, utcnow
+from sessions.adapters.redis.store import RedisStore, connect
+from sessions.usecases.sweep import sweep
 
 async def main(url: str) -> None:
     store = RedisStore(connect(url, retries=1, timeout=timedelta(seconds=2)))

@@ -19,8 +19,8 @@ import pytest
 from devstack.controlplane import ControlPlane
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
-from sessions.housekeeping import resync
-from sessions.model import SessionKey
+from sessions.domain.model import SessionKey
+from sessions.usecases.housekeeping import resync
 from tests.conftest import eventually
 from tests.integration.test_api import BOT, IDENTITY, USER, V1, Api, auth, serve
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sessions.migrate import head_revision
+from sessions.adapters.sql.migrate import head_revision
 
 pytestmark = pytest.mark.integration
 
@@ -86,12 +86,12 @@ def test_the_wheel_carries_its_lua_scripts_and_migrations(installed: Path) -> No
     wheel = next((installed.parent.parent / "wheels").glob("botsession_operator-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for required in (
-        "sessions/lua/sweep.lua",
-        "sessions/lua/_common.lua",
-        "sessions/migrations/env.py",
-        "sessions/migrations/script.py.mako",
+        "sessions/adapters/redis/lua/sweep.lua",
+        "sessions/adapters/redis/lua/_common.lua",
+        "sessions/adapters/sql/migrations/env.py",
+        "sessions/adapters/sql/migrations/script.py.mako",
         *(
-            f"sessions/migrations/versions/{path.name}"
+            f"sessions/adapters/sql/migrations/versions/{path.name}"
             for path in (REPO / "sessions" / "migrations" / "versions").glob("0*.py")
         ),
     ):

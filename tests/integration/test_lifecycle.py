@@ -12,10 +12,10 @@ from datetime import timedelta
 import pytest
 
 from devstack.process import free_port
-from sessions.botsessions import DeleteOutcome
-from sessions.model import Phase, Reason, ReportedState, SessionKey
-from sessions.resources import KubeBotSessions
-from sessions.service import ClearFlags, SessionService
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.domain.model import Phase, Reason, ReportedState, SessionKey
+from sessions.domain.records import DeleteOutcome
+from sessions.usecases.service import ClearFlags, SessionService
 from tests.conftest import eventually
 from tests.integration.operator_stack import (
     IDENTITY,

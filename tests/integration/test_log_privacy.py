@@ -22,8 +22,8 @@ from devstack.kubectl import install_crds, kubectl
 from devstack.operator_process import OperatorProcess
 from devstack.redis_server import RedisServer
 from devstack.stack import ApiProcess
-from sessions import privacy
-from sessions.privacy import user_fingerprint
+from sessions.domain import privacy
+from sessions.domain.privacy import user_fingerprint
 from tests.conftest import REPO, eventually
 
 pytestmark = pytest.mark.integration

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from sessions.crd import API_VERSION, KIND
-from sessions.kube import KubeClient
-from sessions.model import Identity, NameCollision, Phase, ReportedState, SessionKey
-from sessions.redis_store import RedisStore
-from sessions.resources import KubeBotSessions, manifest, resource_name
-from sessions.service import SessionService
-from sessions.settings import load_settings
-from sessions.sql_store import SqlStore
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions, manifest, resource_name
+from sessions.adapters.kubernetes.client import KubeClient
+from sessions.adapters.kubernetes.crd import API_VERSION, KIND
+from sessions.adapters.redis.store import RedisStore
+from sessions.adapters.sql.store import SqlStore
+from sessions.domain.model import Identity, NameCollision, Phase, ReportedState, SessionKey
+from sessions.domain.settings import load_settings
+from sessions.usecases.service import SessionService
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl, kubectl_binary
 from devstack.operator_process import OperatorProcess
 from devstack.redis_server import RedisServer
-from sessions.botsessions import BotSessionRecord, DeleteOutcome
-from sessions.model import HistoryEntry, Identity, Phase, Reason, SessionKey, utcnow
-from sessions.redis_store import RedisStore, connect
-from sessions.resources import KubeBotSessions
-from sessions.sql_store import SqlStore, create_engine
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.redis.store import RedisStore, connect
+from sessions.adapters.sql.store import SqlStore, create_engine
+from sessions.domain.model import HistoryEntry, Identity, Phase, Reason, SessionKey, utcnow
+from sessions.domain.records import BotSessionRecord, DeleteOutcome
 from tests.conftest import OperatorEnv, eventually
 
 pytestmark = pytest.mark.integration

@@ -17,17 +17,17 @@ import pytest
 
 from devstack.kubectl import kubectl
 from devstack.process import free_port
-from sessions.crd import GROUP, PLURAL, VERSION
-from sessions.kube import load_kubeconfig
-from sessions.model import (
+from sessions.adapters.kubernetes.botsessions import resource_name
+from sessions.adapters.kubernetes.client import load_kubeconfig
+from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
+from sessions.domain.model import (
     Phase,
     Reason,
     ReportedState,
     SessionKey,
     StoreUnavailable,
 )
-from sessions.resources import resource_name
-from sessions.service import SessionService
+from sessions.usecases.service import SessionService
 from tests.conftest import eventually
 from tests.integration.operator_stack import (
     IDENTITY,

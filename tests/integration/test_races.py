@@ -10,11 +10,10 @@ from datetime import timedelta
 
 import pytest
 
-from sessions.botsessions import BotSessionRecord, BotSessions
-from sessions.cleanup import sweep
-from sessions.housekeeping import retire_inactive
-from sessions.kube import KubeClient
-from sessions.model import (
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.kubernetes.client import KubeClient
+from sessions.adapters.redis.store import RedisStore
+from sessions.domain.model import (
     HistoryEntry,
     Identity,
     Phase,
@@ -24,9 +23,10 @@ from sessions.model import (
     SessionInactive,
     SessionKey,
 )
-from sessions.redis_store import RedisStore
-from sessions.resources import KubeBotSessions
-from sessions.service import ClearFlags, SessionService
+from sessions.domain.records import BotSessionRecord, BotSessions
+from sessions.usecases.housekeeping import retire_inactive
+from sessions.usecases.service import ClearFlags, SessionService
+from sessions.usecases.sweep import sweep
 from tests.fakes import Clock, InMemoryBotSessions
 
 pytestmark = pytest.mark.integration

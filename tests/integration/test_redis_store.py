@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack.redis_server import RedisServer
-from sessions.model import (
+from sessions.adapters.redis.store import EXPIRY_INDEX, RedisKeys, RedisStore, connect
+from sessions.domain.model import (
     Phase,
     Reason,
     SessionKey,
@@ -19,7 +20,6 @@ from sessions.model import (
     format_time,
     to_millis,
 )
-from sessions.redis_store import EXPIRY_INDEX, RedisKeys, RedisStore, connect
 from tests.conftest import eventually, make_state
 
 pytestmark = pytest.mark.integration
@@ -203,7 +203,7 @@ async def guard_closed(store: RedisStore) -> bool:
     return not store.guard.is_open
 
 
-# --- reads issued together go out as one pipeline (sessions.redis_batching) ----------------
+# --- reads issued together go out as one pipeline (sessions.adapters.redis.batching) ---
 
 
 async def test_reads_issued_together_share_one_pipeline(redis_store: RedisStore) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
-from sessions.botsessions import BotSessionRecord, DeleteOutcome
-from sessions.kube import ApiError, KubeClient, KubeConfig
-from sessions.model import (
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions, phase_patch, resource_name
+from sessions.adapters.kubernetes.client import ApiError, KubeClient, KubeConfig
+from sessions.domain.model import (
     HistoryEntry,
     Identity,
     Phase,
@@ -23,7 +23,7 @@ from sessions.model import (
     TransitionRefused,
     check_transition,
 )
-from sessions.resources import KubeBotSessions, phase_patch, resource_name
+from sessions.domain.records import BotSessionRecord, DeleteOutcome
 
 pytestmark = pytest.mark.integration
 

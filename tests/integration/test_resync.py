@@ -1,17 +1,17 @@
-"""The operator's self-healing (sessions.housekeeping.resync) on the real API server, Redis
+"""The operator's self-healing (sessions.usecases.housekeeping.resync) on the real API server, Redis
 and the database. It works from kopf's index, which can lag the API server by seconds."""
 
 from __future__ import annotations
 
 import pytest
 
-from sessions.housekeeping import resync
-from sessions.model import Identity, Phase, ReportedState, SessionKey
-from sessions.redis_store import RedisStore
-from sessions.resources import KubeBotSessions
-from sessions.service import ClearFlags, SessionService
-from sessions.settings import load_settings
-from sessions.sql_store import SqlStore
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.redis.store import RedisStore
+from sessions.adapters.sql.store import SqlStore
+from sessions.domain.model import Identity, Phase, ReportedState, SessionKey
+from sessions.domain.settings import load_settings
+from sessions.usecases.housekeeping import resync
+from sessions.usecases.service import ClearFlags, SessionService
 
 pytestmark = pytest.mark.integration
 

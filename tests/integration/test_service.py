@@ -12,10 +12,9 @@ from datetime import timedelta
 import pytest
 
 from devstack.redis_server import RedisServer
-from sessions.botsessions import BotSessionRecord, BotSessions, DeleteOutcome
-from sessions.cleanup import sweep
-from sessions.housekeeping import time_out_connecting
-from sessions.model import (
+from sessions.adapters.redis.store import RedisStore, connect
+from sessions.adapters.sql.store import SqlStore
+from sessions.domain.model import (
     HistoryEntry,
     Identity,
     InvalidSessionInput,
@@ -28,11 +27,12 @@ from sessions.model import (
     StoreUnavailable,
     TransitionRefused,
 )
-from sessions.privacy import user_fingerprint
-from sessions.redis_store import RedisStore, connect
-from sessions.service import ClearFlags, SessionService
-from sessions.settings import load_settings
-from sessions.sql_store import SqlStore
+from sessions.domain.privacy import user_fingerprint
+from sessions.domain.records import BotSessionRecord, BotSessions, DeleteOutcome
+from sessions.domain.settings import load_settings
+from sessions.usecases.housekeeping import time_out_connecting
+from sessions.usecases.service import ClearFlags, SessionService
+from sessions.usecases.sweep import sweep
 from tests.fakes import Clock, InMemoryBotSessions
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ async def fetch(botsessions: BotSessions, key: SessionKey = KEY) -> BotSessionRe
 async def test_first_report_creates_the_session_everywhere(
     service: SessionService, botsessions: BotSessions, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sessions.service")
+    caplog.set_level(logging.INFO, logger="sessions.usecases.service")
     result = await service.report(
         KEY, ReportedState.CONNECTING, identity=IDENTITY, actor="bot-runner"
     )
@@ -165,7 +165,7 @@ async def test_redis_down_on_report_writes_the_rest_and_says_pending(
 async def test_database_down_on_report_says_pending(
     botsessions: BotSessions, redis_store: RedisStore, clock: Clock
 ) -> None:
-    from sessions.sql_store import create_engine
+    from sessions.adapters.sql.store import create_engine
 
     dead = SqlStore(create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none"))
     service = SessionService(botsessions, redis_store, dead, load_settings(), clock)
@@ -176,7 +176,7 @@ async def test_database_down_on_report_says_pending(
 
 
 def unreachable_database() -> SqlStore:
-    from sessions.sql_store import create_engine
+    from sessions.adapters.sql.store import create_engine
 
     return SqlStore(create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none"))
 
@@ -458,7 +458,7 @@ async def test_a_failed_sweep_is_recorded(service: SessionService) -> None:
 
 
 def test_log_lines_are_json_and_mask_phone_numbers(capsys: pytest.CaptureFixture[str]) -> None:
-    from sessions.logs import JsonFormatter, event
+    from sessions.domain.logs import JsonFormatter, event
 
     logger = logging.getLogger("test.json")
     handler = logging.StreamHandler()

@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from sessions import sql_schema
-from sessions.migrate import _config, head_revision, is_current, upgrade
-from sessions.model import HistoryEntry, Phase, Reason, SessionKey, StoreUnavailable, Version
-from sessions.sql_store import CleanupRun, ClearAudit, SqlStore, create_engine
+from sessions.adapters.sql import schema as sql_schema
+from sessions.adapters.sql.migrate import _config, head_revision, is_current, upgrade
+from sessions.adapters.sql.store import ClearAudit, SqlStore, SweepRun, create_engine
+from sessions.domain.model import HistoryEntry, Phase, Reason, SessionKey, StoreUnavailable, Version
 from tests.conftest import make_state
 
 pytestmark = pytest.mark.integration
@@ -145,8 +145,8 @@ async def test_delete_removes_row_and_history(sql_store: SqlStore) -> None:
 
 
 async def test_cleanup_runs_and_clear_audits(sql_store: SqlStore) -> None:
-    run = CleanupRun(T0, T0 + timedelta(seconds=1), 5, 3, 2, True, None, "pod-a")
-    failed = CleanupRun(T0 + timedelta(hours=1), None, 0, 0, 0, False, "redis down", "pod-a")
+    run = SweepRun(T0, T0 + timedelta(seconds=1), 5, 3, 2, True, None, "pod-a")
+    failed = SweepRun(T0 + timedelta(hours=1), None, 0, 0, 0, False, "redis down", "pod-a")
     await sql_store.record_cleanup_run(run)
     await sql_store.record_cleanup_run(failed)
     assert await sql_store.cleanup_runs() == [failed, run]

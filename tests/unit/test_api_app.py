@@ -19,14 +19,14 @@ from api.app import create_app
 from api.errors import retry_after_header, session_error_response
 from api.main import add_arguments, run
 from api.settings import ApiSettings
-from sessions.model import (
+from sessions.domain.model import (
     Phase,
     SessionNotFound,
     StoreUnavailable,
     TransitionRefused,
 )
+from sessions.domain.settings import Settings, load_settings
 from sessions.runtime import Runtime
-from sessions.settings import Settings, load_settings
 
 pytestmark = pytest.mark.unit
 

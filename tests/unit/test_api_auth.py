@@ -11,7 +11,7 @@ import yaml
 
 from api.auth import Scope, TokenError, TokenRegistry, parse_tokens
 from api.settings import ApiSettings, load_api_settings
-from sessions.settings import SettingsError
+from sessions.domain.settings import SettingsError
 
 pytestmark = pytest.mark.unit
 

@@ -18,9 +18,9 @@ from api.app import create_app
 from api.auth import Scope, TokenError, parse_tokens
 from api.limits import Rate, RateLimiter
 from api.settings import ApiSettings
-from sessions.kube import retry_after_seconds
+from sessions.adapters.kubernetes.client import retry_after_seconds
+from sessions.domain.settings import Settings, load_settings
 from sessions.runtime import Runtime
-from sessions.settings import Settings, load_settings
 
 pytestmark = pytest.mark.unit
 

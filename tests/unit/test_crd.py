@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sessions import crd
-from sessions.model import TRANSITIONS
+from sessions.adapters.kubernetes import crd
+from sessions.domain.model import TRANSITIONS
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from sessions.guard import StoreGuard
-from sessions.model import StoreUnavailable
+from sessions.adapters.guard import StoreGuard
+from sessions.domain.model import StoreUnavailable
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,5 @@
 """The layering of the design notes, enforced: api and controller depend on sessions,
-never on each other; sessions imports neither kopf nor FastAPI; sessions.model nothing."""
+never on each other; sessions imports neither kopf nor FastAPI; sessions.domain.model nothing."""
 
 from __future__ import annotations
 
@@ -48,8 +48,68 @@ def test_package_does_not_import(package: str, forbidden: set[str]) -> None:
 
 
 def test_model_depends_on_nothing_but_the_standard_library() -> None:
-    names = imported_top_modules("sessions")["sessions/model.py"]
+    names = imported_top_modules("sessions")["sessions/domain/model.py"]
     assert names - {"__future__"} <= set(sys.stdlib_module_names)
+
+
+def imported_modules(folder: str) -> dict[str, set[str]]:
+    """file -> the full dotted names it imports (absolute imports only)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_sessions_has_three_rooms_and_the_wiring() -> None:
+    top = {p.name for p in (ROOT / "sessions").iterdir() if not p.name.startswith("__")}
+    assert top == {"domain", "adapters", "usecases", "runtime.py"}
+
+
+def test_the_domain_imports_only_the_standard_library_and_itself() -> None:
+    allowed = set(sys.stdlib_module_names) | {"__future__"}
+    offenders = {
+        f: sorted(n for n in names if n.split(".")[0] not in allowed)
+        for f, names in imported_modules("sessions/domain").items()
+    }
+    offenders = {
+        f: [n for n in names if not n.startswith("sessions.domain")]
+        for f, names in offenders.items()
+    }
+    offenders["sessions/domain/settings.py"] = [
+        n
+        for n in offenders["sessions/domain/settings.py"]
+        if n not in {"pydantic", "pydantic_settings"}
+    ]
+    assert {f: names for f, names in offenders.items() if names} == {}
+
+
+@pytest.mark.parametrize(
+    ("room", "forbidden"),
+    [
+        ("sessions/domain", ("sessions.adapters", "sessions.usecases", "sessions.runtime")),
+        ("sessions/adapters", ("sessions.usecases", "sessions.runtime")),
+        ("sessions/usecases", ("sessions.runtime",)),
+    ],
+)
+def test_inner_rooms_import_only_inwards(room: str, forbidden: tuple[str, ...]) -> None:
+    offenders = {
+        f: sorted(n for n in names if n.startswith(forbidden))
+        for f, names in imported_modules(room).items()
+    }
+    assert {f: names for f, names in offenders.items() if names} == {}
+
+
+def test_the_room_checker_sees_imports() -> None:
+    assert (
+        "sessions.domain.model"
+        in imported_modules("sessions/usecases")["sessions/usecases/service.py"]
+    )
 
 
 def test_the_checker_sees_imports() -> None:
@@ -72,10 +132,10 @@ def key_literals(package: str) -> dict[str, list[str]]:
 
 
 def test_only_the_redis_store_names_redis_keys() -> None:
-    """One owner of the keyspace: sessions.redis_store.RedisKeys (and its Lua scripts).
+    """One owner of the keyspace: sessions.adapters.redis.store.RedisKeys (and its Lua scripts).
     settings.py holds the default prefix."""
     found: dict[str, list[str]] = {}
     for package in ("sessions", "api", "controller", "cli"):
         found |= key_literals(package)
-    assert set(found) == {"sessions/redis_store.py", "sessions/settings.py"}, found
-    assert found["sessions/settings.py"] == ["botsession:"]
+    assert set(found) == {"sessions/adapters/redis/store.py", "sessions/domain/settings.py"}, found
+    assert found["sessions/domain/settings.py"] == ["botsession:"]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessions.logs import JsonFormatter, redact
+from sessions.domain.logs import JsonFormatter, redact
 
 
 def test_each_kind_of_secret_is_masked() -> None:
@@ -83,7 +83,7 @@ def test_a_line_has_the_time_to_the_millisecond_in_utc() -> None:
 
 
 def test_a_user_fingerprint_is_never_masked_and_holds_no_digit() -> None:
-    from sessions.privacy import user_fingerprint
+    from sessions.domain.privacy import user_fingerprint
 
     for user in ("4915112345678@c.us", "jane", "x" * 128):
         line = json.dumps({"message": "session transition", "user": user_fingerprint(user)})

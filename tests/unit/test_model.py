@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from sessions.model import (
+from sessions.domain.model import (
     TRANSITIONS,
     InvalidSessionInput,
     Phase,
@@ -176,7 +176,7 @@ def test_time_format_is_the_contracts() -> None:
 def test_a_trailing_newline_is_not_an_id(bad: str) -> None:
     with pytest.raises(InvalidSessionInput):
         SessionKey(bad, "user")
-    from sessions.model import validate_phone
+    from sessions.domain.model import validate_phone
 
     with pytest.raises(InvalidSessionInput):
         validate_phone("4915112345678\n")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from sessions.model import SessionKey
-from sessions.redis_store import connect, key_of_member, member_of
+from sessions.adapters.redis.store import connect, key_of_member, member_of
+from sessions.domain.model import SessionKey
 
 pytestmark = pytest.mark.unit
 

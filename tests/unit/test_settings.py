@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from sessions.settings import SettingsError, load_settings, parse_duration
+from sessions.domain.settings import SettingsError, load_settings, parse_duration
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,183 @@
+"""The operator's background loop: connect timeout, sweep, resync and orphan count, on the
+lease holder only.
+
+kopf runs start-up tasks on a standby peer too, so this loop takes a Redis lease first, and
+only on the peer that kopf lets handle objects (the active one,
+sessions.adapters.kubernetes.peering) once its BotSession index is filled
+(sessions.adapters.kubernetes.informer). A replica that stops being active releases the
+lease at once, and so does one that shuts down, so a planned handover does not wait for the
+lease's TTL. The work itself is in sessions.usecases.housekeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from controller import metrics
+from sessions.adapters.kubernetes.events import post_operator_warning
+from sessions.adapters.kubernetes.informer import BotSessionIndex
+from sessions.adapters.kubernetes.peering import Activity
+from sessions.domain.logs import event
+from sessions.domain.model import Phase, StoreUnavailable, to_millis
+from sessions.runtime import Runtime
+from sessions.usecases.housekeeping import (
+    adopt_phaseless,
+    count_orphans,
+    resync,
+    run_sweep,
+    time_out_connecting,
+)
+
+log = logging.getLogger(__name__)
+LEASE_TTL = timedelta(seconds=30)
+CONNECT_CHECK_INTERVAL = 5.0  # seconds; the precision of the connect timeout
+
+
+def runner_name() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class HousekeepingLoop:
+    def __init__(
+        self,
+        runtime: Runtime,
+        index: BotSessionIndex,
+        activity: Activity,
+        runner: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.index = index
+        self.records = index.records
+        self.activity = activity
+        self.active = False  # the last answer of `activity`, kept while it cannot be read
+        self.runner = runner or runner_name()
+        self.lease = runtime.redis.lease("housekeeping", LEASE_TTL, self.runner)
+        settings = runtime.settings
+        self.tick = min(
+            CONNECT_CHECK_INTERVAL,
+            settings.resync_interval.total_seconds(),
+            settings.cleanup_interval.total_seconds(),
+        )
+        self.next_resync = 0.0
+        self.next_orphan_scan = 0.0
+        self.next_failure_report = 0.0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    metrics.RECONCILE_ERRORS.labels(stage="housekeeping").inc()
+                    event(log, "housekeeping step failed", logging.ERROR, error=str(exc))
+                await asyncio.sleep(self.tick)
+        finally:
+            await self.lease.release()
+            metrics.SWEEP_LEADER.set(0)
+
+    async def may_lead(self) -> bool:
+        """Only the active peer, with its index filled, may hold the lease."""
+        if not self.index.filled.is_set():
+            return False
+        try:
+            self.active = await self.activity.active()
+        except StoreUnavailable as exc:  # the API server: keep the last answer
+            event(log, "could not read the peering", logging.WARNING, error=str(exc))
+        return self.active
+
+    async def step(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.index.filled.is_set():
+            self.publish_phases()
+        if not await self.may_lead():
+            await self.lease.release()
+            metrics.SWEEP_LEADER.set(0)
+            return
+        try:
+            leader = await self.lease.hold()
+        except StoreUnavailable as exc:
+            metrics.SWEEP_LEADER.set(0)
+            await self.report_unavailable(str(exc))
+            return
+        metrics.SWEEP_LEADER.set(int(leader))
+        if not leader:
+            return
+        # here rather than a kopf timer per connecting object: with any timer, kopf keeps the
+        # latest full body of every object in memory (docs/benchmarks.md, "Operator at scale")
+        records = self.records()
+        await adopt_phaseless(self.runtime.service, self.runtime.botsessions, records)
+        await time_out_connecting(self.runtime.service, self.runtime.botsessions, records)
+        if await self.sweep_due():
+            await self.sweep()
+        if loop.time() >= self.next_resync:
+            self.next_resync = loop.time() + self.runtime.settings.resync_interval.total_seconds()
+            report = await resync(self.runtime.service, self.runtime.botsessions, self.records())
+            metrics.HEALED.labels(store="redis").inc(report.redis_restored)
+            metrics.HEALED.labels(store="database").inc(report.rows_restored)
+        if loop.time() >= self.next_orphan_scan:
+            interval = self.runtime.settings.orphan_scan_interval.total_seconds()
+            self.next_orphan_scan = loop.time() + interval
+            owned = {r.key for r in self.records()}
+            metrics.ORPHANED_KEYS.set(await count_orphans(self.runtime.service, owned))
+
+    def publish_phases(self) -> None:
+        counts = dict.fromkeys(Phase, 0)
+        now = self.runtime.service.now()
+        oldest_connecting = 0.0
+        for record in self.records():
+            if record.phase is not None:
+                counts[record.phase] += 1
+            if record.phase is Phase.CONNECTING and record.recent:
+                age = (now - record.recent[-1].at).total_seconds()
+                oldest_connecting = max(oldest_connecting, age)
+        for phase, count in counts.items():
+            metrics.SESSIONS.labels(phase=phase.value).set(count)
+        metrics.STUCK_CONNECTING.set(oldest_connecting)
+
+    async def sweep_due(self) -> bool:
+        last = await self.runtime.redis.last_sweep()
+        interval_ms = self.runtime.settings.cleanup_interval.total_seconds() * 1000
+        return last is None or to_millis(self.runtime.service.now()) - last >= interval_ms
+
+    async def sweep(self) -> None:
+        with metrics.SWEEP_DURATION.time():
+            report = await run_sweep(
+                self.runtime.service, self.runtime.botsessions, self.records(), self.runner
+            )
+        await self.runtime.redis.mark_sweep(self.runtime.service.now())
+        if report.error:
+            await self.failed(report.error)
+            return
+        if report.result is not None:
+            for why in ("expired", "inactive", "gone", "malformed"):
+                metrics.SWEEP_REMOVED.labels(why=why).inc(report.result.count(why))
+        metrics.SWEEP_LAST_SUCCESS.set_to_current_time()
+
+    async def report_unavailable(self, error: str) -> None:
+        """Redis is down: no sweep can run. Report it once per cleanup interval."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.next_failure_report:
+            return
+        self.next_failure_report = (
+            loop.time() + self.runtime.settings.cleanup_interval.total_seconds()
+        )
+        await self.failed(error)
+        with contextlib.suppress(StoreUnavailable):  # the database may be down too
+            await self.runtime.service.record_sweep(None, self.runner, error=error)
+
+    async def failed(self, error: str) -> None:
+        metrics.SWEEP_FAILURES.inc()
+        event(log, "sweep failed", logging.ERROR, runner=self.runner, error=error)
+        try:
+            await post_operator_warning(
+                self.runtime.kube, self.runtime.namespace, reason="SweepFailed", message=error
+            )
+        except Exception as exc:  # an event is best effort; the metric is the alert
+            event(log, "could not post the SweepFailed event", logging.WARNING, error=str(exc))

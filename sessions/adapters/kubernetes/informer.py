@@ -1,0 +1,127 @@
+"""Every BotSession of one namespace, slim, kept current by a LIST and a WATCH of its own.
+
+The operator's housekeeping reads it (connect timeouts, the resync, retention, the phase
+counts, the orphan count). It is filled by its own list and watch, not by a kopf index: kopf
+makes every object's handlers wait until all objects are indexed, and with a worker limit
+below the number of objects that wait never ends (docs/architecture.md, "The operator").
+It runs on every replica, the standby too, so a standby that takes over has it warm.
+
+`filled` is set once the first LIST has been read in full; until then nothing may act on
+it. Records are slim: each keeps only its last transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+from sessions.adapters.kubernetes.botsessions import record_of
+from sessions.adapters.kubernetes.client import ApiError, KubeClient
+from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
+from sessions.domain.logs import event
+from sessions.domain.records import BotSessionRecord
+
+log = logging.getLogger(__name__)
+
+
+class WatchExpired(Exception):
+    """The API server no longer has the resourceVersion to watch from (410): list again."""
+
+
+def slim(item: dict[str, Any]) -> BotSessionRecord:
+    record = record_of(item)
+    return replace(record, recent=record.recent[-1:])
+
+
+class BotSessionIndex:
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        *,
+        page_size: int = 500,
+        watch_timeout: float = 270.0,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self._client = client
+        self._path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        self._page_size = page_size
+        self._watch_timeout = watch_timeout
+        self._retry_delay = retry_delay
+        self._records: dict[str, BotSessionRecord] = {}  # by object name
+        self.filled = asyncio.Event()
+
+    def records(self) -> list[BotSessionRecord]:
+        return list(self._records.values())
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def run(self) -> None:
+        """List, then watch from the list's resourceVersion; list again when the watch
+        cannot resume. Errors are logged and retried; cancel the task to stop."""
+        while True:
+            try:
+                version = await self._list()
+                self.filled.set()
+                await self._watch(version)
+            except WatchExpired:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                event(
+                    log,
+                    "botsession index: list/watch failed; retrying",
+                    logging.WARNING,
+                    error=str(exc),
+                )
+                await asyncio.sleep(self._retry_delay)
+
+    async def _list(self) -> str:
+        fresh: dict[str, BotSessionRecord] = {}
+        params = {"limit": str(self._page_size)}
+        while True:
+            try:
+                page = await self._client.request("GET", self._path, params=params)
+            except ApiError as exc:
+                if exc.status == 410:  # the continue token expired: start over
+                    raise WatchExpired from exc
+                raise
+            for item in page.get("items", []):
+                self._put(fresh, item)
+            meta = page.get("metadata", {})
+            if not meta.get("continue"):
+                self._records = fresh
+                return str(meta.get("resourceVersion", ""))
+            params["continue"] = meta["continue"]
+
+    async def _watch(self, version: str) -> None:
+        while True:
+            params = {"resourceVersion": version, "allowWatchBookmarks": "true"}
+            async for change in self._client.watch(self._path, params, self._watch_timeout):
+                version = self._apply(change) or version
+
+    def _apply(self, change: dict[str, Any]) -> str | None:
+        """Apply one watch event; returns its resourceVersion."""
+        kind, item = change.get("type"), change.get("object") or {}
+        if kind == "ERROR":
+            if item.get("code") == 410:
+                raise WatchExpired(item.get("message", "resourceVersion too old"))
+            raise ApiError(int(item.get("code") or 500), item.get("reason", ""), str(item))
+        meta = item.get("metadata") or {}
+        if kind == "DELETED":
+            self._records.pop(meta.get("name", ""), None)
+        elif kind in ("ADDED", "MODIFIED"):
+            self._put(self._records, item)
+        version = meta.get("resourceVersion")
+        return str(version) if version else None
+
+    @staticmethod
+    def _put(into: dict[str, BotSessionRecord], item: dict[str, Any]) -> None:
+        try:
+            into[item["metadata"]["name"]] = slim(item)
+        except (KeyError, ValueError) as exc:  # not a BotSession this code can read
+            event(log, "botsession index: object skipped", logging.WARNING, error=str(exc))

@@ -1,0 +1,260 @@
+"""The operator's periodic work, as plain functions (kopf-free):
+
+- run_sweep: the expiry sweep, swept sessions turned inactive (Expired), BotSessions
+  inactive for longer than the retention deleted, the run recorded;
+- resync: self-healing (Redis or the database lost a session: rewrite it from its
+  BotSession) and the coarse copy of lastSeen from Redis to the BotSession and the database;
+- connect_timeout_due, time_out_connecting: connecting for longer than the connect timeout
+  becomes failed (ConnectTimeout);
+- count_orphans: session:* keys that no BotSession owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sessions.adapters.sql.store import SweepRun
+from sessions.domain.logs import event
+from sessions.domain.model import (
+    HistoryEntry,
+    InvalidSessionInput,
+    Phase,
+    Reason,
+    RevisionConflict,
+    SessionKey,
+    SessionState,
+    StoreUnavailable,
+    Transition,
+)
+from sessions.domain.records import BotSessionRecord, BotSessions
+from sessions.usecases.reconcile import ACTOR, first_phase_awaited, give_first_phase
+from sessions.usecases.service import SessionService
+from sessions.usecases.sweep import SweepResult, sweep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    result: SweepResult | None = None
+    expired: list[HistoryEntry] = field(default_factory=list)
+    retired: list[SessionKey] = field(default_factory=list)
+    run: SweepRun | None = None
+    error: str | None = None
+
+
+def changed_at(record: BotSessionRecord) -> datetime:
+    """When the session entered its current phase."""
+    if record.recent and record.recent[-1].revision == record.revision:
+        return record.recent[-1].at
+    return record.seen
+
+
+def retirable(record: BotSessionRecord, retention: timedelta, now: datetime) -> bool:
+    return (
+        record.phase is Phase.INACTIVE
+        and not record.deleting
+        and changed_at(record) + retention <= now
+    )
+
+
+async def retire_inactive(
+    service: SessionService,
+    botsessions: BotSessions,
+    records: Sequence[BotSessionRecord],
+    now: datetime,
+) -> list[SessionKey]:
+    """Delete BotSessions inactive for longer than the retention (the finalizer cleans up).
+
+    `records` may lag the API server (an index): each candidate is read again right before
+    its deletion, and deleted only as read (preconditions on uid and resourceVersion), so a
+    session that reconnected meanwhile stays, with its Redis keys."""
+    retention = service.settings.inactive_retention
+    retired = []
+    for candidate in records:
+        if not retirable(candidate, retention, now):
+            continue
+        record = await botsessions.get(candidate.key)
+        if record is None or not retirable(record, retention, now):
+            continue
+        if await botsessions.delete_unchanged(record):
+            retired.append(record.key)
+            event(
+                log, "inactive session retired", botId=record.key.bot_id, userId=record.key.user_id
+            )
+    return retired
+
+
+async def run_sweep(
+    service: SessionService,
+    botsessions: BotSessions,
+    records: Sequence[BotSessionRecord],
+    runner: str,
+) -> SweepReport:
+    """One sweep with everything that follows from it. Failures are caught, logged at error
+    level and recorded as a failed run (when the database can take it)."""
+    report = SweepReport()
+    started = service.now()
+    try:
+        report.result = await sweep(service.redis, batch_size=service.settings.sweep_batch_size)
+        report.expired = await service.expire_swept(report.result.removed)
+        report.retired = await retire_inactive(service, botsessions, records, service.now())
+        report.run = await service.record_sweep(report.result, runner)
+    except Exception as exc:
+        report.error = f"{exc.__class__.__name__}: {exc}"
+        event(log, "sweep failed", logging.ERROR, runner=runner, error=report.error)
+        # when the database is what failed, the metric and the Warning event still tell
+        with contextlib.suppress(StoreUnavailable):
+            report.run = await service.record_sweep(
+                None, runner, error=report.error, started_at=started
+            )
+    return report
+
+
+@dataclass
+class ResyncReport:
+    redis_restored: int = 0
+    rows_restored: int = 0
+    last_seen_copied: int = 0
+
+
+async def resync(
+    service: SessionService,
+    botsessions: BotSessions,
+    records: Sequence[BotSessionRecord],
+    batch: int = 500,
+) -> ResyncReport:
+    """Heal Redis and the database from the BotSessions, and copy lastSeen back coarsely:
+    only where Redis's lastSeen is ahead of the BotSession's by more than the drift."""
+    report = ResyncReport()
+    settings = service.settings
+    present = [r for r in records if r.phase is not None and not r.deleting]
+    live = [r for r in present if r.phase is not Phase.INACTIVE]
+    for start in range(0, len(live), batch):
+        chunk = live[start : start + batch]
+        copied: list[SessionState] = []
+        try:
+            behind: list[BotSessionRecord] = []
+            for record, held in zip(
+                chunk, await service.redis.get_many([r.key for r in chunk]), strict=True
+            ):
+                if held is None or held.version < record.version:
+                    behind.append(record)
+                elif held.version == record.version and (
+                    record.last_seen is None
+                    or held.last_seen - record.last_seen > settings.last_seen_drift
+                ):
+                    await botsessions.touch(record, held.last_seen, held.expires_at)
+                    copied.append(held)
+            for current in await still_live(botsessions, behind):
+                state = current.state(settings.session_ttl)
+                await service.redis.write(state, current.ttl(settings.session_ttl))
+                report.redis_restored += 1
+        finally:  # what reached the BotSessions reaches the database, even after a failure
+            await service.sql.write_many(copied)
+        report.last_seen_copied += len(copied)
+    stored = await service.sql.versions()
+    for record in present:
+        row = stored.get(record.key)
+        if row is None or row < record.version:
+            full = await botsessions.get(record.key)
+            if full is not None and full.phase is not None:
+                state = full.state(settings.session_ttl)
+                await service.sql.write(state, full.recent)
+                report.rows_restored += 1
+    if report.redis_restored or report.rows_restored:
+        event(
+            log,
+            "stores healed from BotSessions",
+            logging.WARNING,
+            redisRestored=report.redis_restored,
+            rowsRestored=report.rows_restored,
+        )
+    return report
+
+
+async def still_live(
+    botsessions: BotSessions, records: Sequence[BotSessionRecord]
+) -> list[BotSessionRecord]:
+    """The BotSessions as the API server has them now, those still live. The index the
+    records came from can lag by seconds: restoring Redis from it could bring back the keys
+    of a session cleared or expired since, or an older phase. A healthy resync has nothing
+    to restore and makes no request here."""
+    current = await asyncio.gather(*(botsessions.get(r.key) for r in records))
+    return [
+        r
+        for r in current
+        if r is not None and not r.deleting and r.phase not in (None, Phase.INACTIVE)
+    ]
+
+
+def connect_timeout_due(record: BotSessionRecord, service: SessionService) -> bool:
+    return (
+        record.phase is Phase.CONNECTING
+        and changed_at(record) + service.settings.connect_timeout <= service.now()
+    )
+
+
+async def adopt_phaseless(
+    service: SessionService, botsessions: BotSessions, records: Sequence[BotSessionRecord]
+) -> int:
+    """Give the first phase to BotSessions the API created but did not give one within the
+    grace (the API died between its create and its first compare-and-swap). Returns how many
+    it gave; each is read again first, so one the API got to meanwhile is left alone."""
+    grace, now = service.settings.first_phase_grace, service.now()
+    adopted = 0
+    for candidate in records:
+        if candidate.phase is not None or candidate.deleting or not candidate.created_by_api:
+            continue
+        if first_phase_awaited(candidate, now, grace):
+            continue
+        record = await botsessions.get(candidate.key)
+        if record is not None and record.phase is None and not record.deleting:
+            await give_first_phase(record, service)
+            adopted += 1
+    return adopted
+
+
+async def time_out_connecting(
+    service: SessionService,
+    botsessions: BotSessions,
+    records: Sequence[BotSessionRecord],
+    concurrency: int = 20,
+) -> list[HistoryEntry]:
+    """Turn every session connecting for longer than the connect timeout into failed
+    (ConnectTimeout). `records` may be slim (the index): only the due ones are read in full,
+    one GET each, right before their compare-and-swap."""
+    due = [r for r in records if not r.deleting and connect_timeout_due(r, service)]
+    step = Transition(Phase.CONNECTING, Phase.FAILED, Reason.CONNECT_TIMEOUT)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def time_out(record: BotSessionRecord) -> list[HistoryEntry]:
+        async with slots:
+            full = await botsessions.get(record.key)
+            if full is None or full.deleting or not connect_timeout_due(full, service):
+                return []
+            with contextlib.suppress(RevisionConflict):  # it changed meanwhile: next pass sees
+                _, done = await service.transition(full, [step], ACTOR, service.now())
+                return done
+            return []
+
+    return [entry for done in await asyncio.gather(*map(time_out, due)) for entry in done]
+
+
+async def count_orphans(service: SessionService, owned: set[SessionKey]) -> int:
+    """session:<botId>:<userId> hashes no BotSession owns (left alone, only counted). This
+    scans the keyspace, so it runs rarely and never in a request path."""
+    orphans = 0
+    async for member in service.redis.session_keys():
+        bot_id, user_id = member.split(":", 1)
+        try:
+            if SessionKey(bot_id, user_id) not in owned:
+                orphans += 1
+        except InvalidSessionInput:
+            orphans += 1
+    return orphans
