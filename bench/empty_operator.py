@@ -41,7 +41,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 30
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     settings.queueing.worker_limit = 200
-    settings.queueing.idle_timeout = 1.0
+    settings.queueing.idle_timeout = 0.25
 
 
 @kopf.on.resume(*RESOURCE)

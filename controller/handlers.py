@@ -10,20 +10,21 @@ from typing import Any
 import kopf
 
 from controller import metrics
+from controller.catch_up import CatchUp
 from controller.housekeeping_loop import HousekeepingLoop
+from controller.sync import sync_and_mark
 from sessions.adapters.kubernetes.botsessions import (
     BOT_LABEL,
     bot_label,
     record_of,
 )
 from sessions.adapters.kubernetes.crd import FINALIZER, GROUP, PLURAL, VERSION
-from sessions.adapters.kubernetes.events import announce_transition
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.kubernetes.peering import Activity, KopfPeers, Standalone
 from sessions.domain.model import utcnow
 from sessions.domain.settings import Settings
 from sessions.runtime import Runtime
-from sessions.usecases.reconcile import cleanup_deleted, conditions, first_phase_awaited, reconcile
+from sessions.usecases.reconcile import cleanup_deleted, conditions, first_phase_awaited
 
 registry = kopf.OperatorRegistry()
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -50,13 +51,15 @@ def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     # At most this many objects are handled at once; the others' events wait as raw dicts.
     # Unlimited, a burst of creations holds every object's handler state at the same time
     # and the process keeps that peak as its RSS: 383 MB instead of 212 MB after creating
-    # 3,000 (docs/benchmarks.md, "Operator at scale"). A worker frees its slot 1 s after its
-    # object's last event (kopf's default, 5 s, would cap the rate at 200 / 5 s). The limit
+    # 3,000 (docs/benchmarks.md, "Operator at scale"). A worker frees its slot 0.25 s after its
+    # object's last event: the slots then cap the rate at 800 objects a second, above what
+    # one core resumes (kopf's default, 5 s, caps it at 40; 1 s held a restart with 10,000
+    # objects at 55 s: docs/benchmarks.md, "Operator restart"). The limit
     # is safe only because no @kopf.index is registered: kopf makes every worker wait until
     # all objects are indexed, which never happens past the limit (see
     # sessions.adapters.kubernetes.informer).
     settings.queueing.worker_limit = config.worker_limit
-    settings.queueing.idle_timeout = 1.0
+    settings.queueing.idle_timeout = 0.25
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     housekeeping = HousekeepingLoop(
         runtime, index, activity, runner=peering.identity if peering else None
     )
+    catch_up = CatchUp(runtime, index, lambda: housekeeping.leading)
     memo.tasks = [
         asyncio.create_task(index.run(), name="botsession index"),
         asyncio.create_task(housekeeping.run(), name="housekeeping"),
+        asyncio.create_task(catch_up.run(), name="catch-up"),
     ]
 
 
@@ -153,34 +158,14 @@ async def sync(
     record = record_of(dict(body))
     if first_phase_awaited(record, utcnow(), runtime.settings.first_phase_grace):
         return  # the API's first phase is an update of status.revision: synced then
-    try:
-        outcome = await reconcile(record, runtime.service)
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(stage="sync").inc()
-        raise
-    for entry in outcome.unannounced:
-        if await announce_transition(runtime.kube, runtime.namespace, outcome.record, entry):
-            metrics.TRANSITIONS.labels(
-                from_phase=entry.from_phase.value if entry.from_phase else "",
-                to_phase=entry.to_phase.value,
-                reason=entry.reason.value,
-            ).inc()
-    label = bot_label(outcome.record.key.bot_id)
+    label = bot_label(record.key.bot_id)
     if body.metadata.labels.get(BOT_LABEL) != label:  # so lookups by bot find hand-made ones
         patch.metadata.labels[BOT_LABEL] = label
-    status: dict[str, Any] = {
-        "conditions": conditions(
-            outcome.record, outcome.pending, utcnow(), body.status.get("conditions")
-        ),
-        "observedGeneration": body.metadata.get("generation"),
-    }
-    if outcome.synced:
-        status["syncedRevision"] = outcome.record.revision
-    if not await runtime.botsessions.set_sync_status(outcome.record, status):
-        metrics.STALE_SYNCS.inc()
-        return  # a newer revision is there: its own update event syncs it
-    if outcome.synced:
-        return
+    outcome = await sync_and_mark(
+        runtime, record, body.metadata.get("generation"), body.status.get("conditions")
+    )
+    if outcome is None or outcome.synced:
+        return  # synced, or a newer revision is there: its own update event syncs it
     kopf.warn(
         body, reason="SyncPending", message=f"{' and '.join(outcome.pending)} unavailable; retrying"
     )

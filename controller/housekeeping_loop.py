@@ -55,6 +55,7 @@ class HousekeepingLoop:
         self.records = index.records
         self.activity = activity
         self.active = False  # the last answer of `activity`, kept while it cannot be read
+        self.leading = False  # holds the lease: the catch-up runs only then
         self.runner = runner or runner_name()
         self.lease = runtime.redis.lease("housekeeping", LEASE_TTL, self.runner)
         settings = runtime.settings
@@ -80,7 +81,11 @@ class HousekeepingLoop:
                 await asyncio.sleep(self.tick)
         finally:
             await self.lease.release()
-            metrics.SWEEP_LEADER.set(0)
+            self.lead(False)
+
+    def lead(self, leader: bool) -> None:
+        self.leading = leader
+        metrics.SWEEP_LEADER.set(int(leader))
 
     async def may_lead(self) -> bool:
         """Only the active peer, with its index filled, may hold the lease."""
@@ -98,15 +103,15 @@ class HousekeepingLoop:
             self.publish_phases()
         if not await self.may_lead():
             await self.lease.release()
-            metrics.SWEEP_LEADER.set(0)
+            self.lead(False)
             return
         try:
             leader = await self.lease.hold()
         except StoreUnavailable as exc:
-            metrics.SWEEP_LEADER.set(0)
+            self.lead(False)
             await self.report_unavailable(str(exc))
             return
-        metrics.SWEEP_LEADER.set(int(leader))
+        self.lead(leader)
         if not leader:
             return
         # here rather than a kopf timer per connecting object: with any timer, kopf keeps the

@@ -81,3 +81,9 @@ STALE_SYNCS = Counter(
     "revision meanwhile (a stale body, e.g. while an operator hands over to its successor)",
     registry=REGISTRY,
 )
+CAUGHT_UP = Counter(
+    "botsession_caught_up_total",
+    "BotSessions synced by the catch-up because kopf's queue had not reached them within "
+    "BOTSESSION_CATCH_UP_AFTER (controller.catch_up)",
+    registry=REGISTRY,
+)

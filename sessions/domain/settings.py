@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     worker_limit: int = Field(
         200, ge=1, le=10_000, description="BotSessions the operator handles at once"
     )
+    catch_up_after: Duration = Field(
+        timedelta(seconds=3),
+        description="a BotSession whose last change kopf has not synced this long after it "
+        "(kopf's queue is behind: a restart with many objects, a burst) is synced by the "
+        "operator's catch-up instead of waiting its turn",
+    )
     first_phase_grace: Duration = Field(
         timedelta(seconds=10),
         description="how long the operator leaves a BotSession the API created without a "
@@ -125,6 +131,7 @@ class Settings(BaseSettings):
         "resync_interval",
         "orphan_scan_interval",
         "first_phase_grace",
+        "catch_up_after",
         "tombstone_ttl",
         "redis_budget",
         "database_budget",

@@ -56,6 +56,19 @@ def first_phase_awaited(record: BotSessionRecord, now: datetime, grace: timedelt
     )
 
 
+def waiting_since(record: BotSessionRecord) -> datetime | None:
+    """When this BotSession's last change was made, if the controller has not synced it yet
+    (no phase, or a revision past the synced one); None when it is in step or being
+    deleted (the finalizer's own work)."""
+    if record.deleting:
+        return None
+    if record.phase is None:
+        return record.created_at
+    if record.synced_revision == record.revision:
+        return None
+    return record.recent[-1].at if record.recent else record.created_at
+
+
 async def give_first_phase(record: BotSessionRecord, service: SessionService) -> BotSessionRecord:
     """`connecting` (Created) for a BotSession without a phase; the record as it is then."""
     first = Transition(None, Phase.CONNECTING, Reason.CREATED)

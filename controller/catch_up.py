@@ -1,0 +1,90 @@
+"""The catch-up: BotSessions that kopf's queue has not got to, synced without waiting.
+
+kopf handles at most `worker_limit` objects at once, in the order their events came. After
+a restart with 10,000 BotSessions every one is resumed first (each costs kopf ~1.5 ms of CPU,
+and a worker holds its slot a little after its object's last event), so a BotSession
+created meanwhile, or a report's new revision, would wait its turn behind all of them: 55 s
+at 10,000 (docs/benchmarks.md, "Operator restart"). The catch-up reads the operator's own
+index (sessions.adapters.kubernetes.informer) once a second on the housekeeping leader and
+syncs the BotSessions whose last change has waited longer than `catch_up_after`, each read
+again from the API server first. kopf reaches them later and finds them in step. Both
+paths are safe together: every write is guarded by the revision it was made for."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from controller import metrics
+from controller.sync import sync_and_mark
+from sessions.adapters.kubernetes.informer import BotSessionIndex
+from sessions.domain.logs import event
+from sessions.domain.model import StoreUnavailable
+from sessions.domain.records import BotSessionRecord
+from sessions.runtime import Runtime
+from sessions.usecases.reconcile import first_phase_awaited, waiting_since
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 1.0  # seconds between looks at the index
+BATCH = 50  # BotSessions synced per look at most, oldest change first
+RETRY_AFTER = 30.0  # seconds before a BotSession the catch-up could not sync is tried again
+
+
+class CatchUp:
+    def __init__(
+        self, runtime: Runtime, index: BotSessionIndex, leading: Callable[[], bool]
+    ) -> None:
+        self.runtime = runtime
+        self.index = index
+        self.leading = leading
+        self.retry_at: dict[str, float] = {}  # uid -> loop time; those that stayed behind
+
+    def due(self) -> list[BotSessionRecord]:
+        """The BotSessions waiting longer than catch_up_after, oldest change first."""
+        settings, now = self.runtime.settings, self.runtime.service.clock()
+        clock = asyncio.get_running_loop().time()
+        waiting = []
+        for record in self.index.records():
+            since = waiting_since(record)
+            if since is None or now - since < settings.catch_up_after:
+                continue
+            if first_phase_awaited(record, now, settings.first_phase_grace):
+                continue
+            if self.retry_at.get(record.uid, 0.0) > clock:
+                continue
+            waiting.append((since, record))
+        waiting.sort(key=lambda pair: pair[0])
+        return [record for _, record in waiting[:BATCH]]
+
+    async def step(self) -> int:
+        """Sync what is due; returns how many were synced here."""
+        synced = 0
+        for candidate in self.due():
+            record = await self.runtime.botsessions.get(candidate.key)
+            if record is None or record.uid != candidate.uid or waiting_since(record) is None:
+                continue  # kopf or the API got there meanwhile, or it went
+            outcome = await sync_and_mark(self.runtime, record, record.generation, None)
+            if outcome is not None and outcome.synced:
+                synced += 1
+                self.retry_at.pop(record.uid, None)
+            else:
+                self.retry_at[record.uid] = asyncio.get_running_loop().time() + RETRY_AFTER
+        metrics.CAUGHT_UP.inc(synced)
+        return synced
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(INTERVAL)
+            if not (self.index.filled.is_set() and self.leading()):
+                continue
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as exc:
+                event(log, "catch-up waiting for a store", logging.WARNING, error=str(exc))
+            except Exception as exc:
+                metrics.RECONCILE_ERRORS.labels(stage="catch-up").inc()
+                event(log, "catch-up step failed", logging.ERROR, error=str(exc))

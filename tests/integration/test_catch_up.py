@@ -1,0 +1,111 @@
+"""The catch-up (controller.catch_up) on the real API server, Redis and SQLite, with no kopf
+running at all: the extreme of a kopf queue that is behind. What it syncs must look exactly
+as if kopf's handler had: phase, stores, Event, syncedRevision."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from controller.catch_up import CatchUp
+from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.kubernetes.informer import BotSessionIndex
+from sessions.domain.model import Phase, Reason, ReportedState, SessionKey
+from sessions.domain.records import BotSessionRecord
+from sessions.runtime import Runtime
+from tests.conftest import eventually
+from tests.integration.operator_stack import IDENTITY, Stack, events, with_ttl
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Harness:
+    catch_up: CatchUp
+    index: BotSessionIndex
+    runtime: Runtime
+
+    async def indexed(self, key: SessionKey, revision: int) -> BotSessionRecord:
+        async def seen() -> BotSessionRecord | None:
+            found = [r for r in self.index.records() if r.key == key]
+            return found[0] if found and found[0].revision == revision else None
+
+        return await eventually(seen, timeout=10, interval=0.05)
+
+
+@pytest.fixture
+async def harness(stack: Stack) -> AsyncIterator[Harness]:
+    service = with_ttl(stack, catch_up_after="10ms")
+    kube = stack.botsessions.client
+    runtime = Runtime(service.settings, stack.redis, stack.sql, kube, stack.botsessions, service)
+    index = BotSessionIndex(kube, stack.namespace)
+    task = asyncio.create_task(index.run())
+    await asyncio.wait_for(index.filled.wait(), 10)
+    try:
+        yield Harness(CatchUp(runtime, index, lambda: True), index, runtime)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_botsession_kopf_has_not_reached_gets_its_first_phase_and_is_synced(
+    stack: Stack, harness: Harness
+) -> None:
+    key = SessionKey("bot-late", "made-by-hand")
+    await stack.botsessions.create(key, IDENTITY)  # as kubectl would: no phase
+    await harness.indexed(key, 0)
+    assert await harness.catch_up.step() == 1
+    record = await stack.botsessions.get(key)
+    assert record is not None
+    assert (record.phase, record.reason, record.synced_revision) == (
+        Phase.CONNECTING,
+        Reason.CREATED,
+        1,
+    )
+    held = await stack.redis.get(key)
+    row = await stack.sql.get(key)
+    assert held is not None and row is not None and held.revision == row.revision == 1
+    created = [e for e in events(stack) if e["object"] == record.name]
+    assert [e["reason"] for e in created] == ["Created"]
+    await harness.indexed(key, 1)
+    assert await harness.catch_up.step() == 0  # in step now: nothing to do
+
+
+async def test_a_reported_revision_kopf_has_not_synced_is_marked_synced(
+    stack: Stack, harness: Harness
+) -> None:
+    key = SessionKey("bot-late", "reported")
+    await harness.runtime.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    record = await harness.indexed(key, 2)
+    assert record.synced_revision == 0  # no kopf: nobody marked it
+    assert await harness.catch_up.step() == 1
+    fresh = await stack.botsessions.get(key)
+    assert fresh is not None and fresh.synced_revision == fresh.revision == 2
+
+
+async def test_a_botsession_the_api_is_about_to_give_its_first_phase_is_left_to_it(
+    stack: Stack, harness: Harness
+) -> None:
+    api = KubeBotSessions(stack.botsessions.client, stack.namespace, creator="api")
+    key = SessionKey("bot-late", "api-made")
+    await api.create(key, IDENTITY)
+    await harness.indexed(key, 0)
+    assert await harness.catch_up.step() == 0  # within BOTSESSION_FIRST_PHASE_GRACE
+    record = await stack.botsessions.get(key)
+    assert record is not None and record.phase is None
+
+
+async def test_only_the_leader_catches_up(stack: Stack, harness: Harness) -> None:
+    follower = CatchUp(harness.runtime, harness.index, lambda: False)
+    key = SessionKey("bot-late", "follower")
+    await stack.botsessions.create(key, IDENTITY)
+    await harness.indexed(key, 0)
+    task = asyncio.create_task(follower.run())
+    await asyncio.sleep(2.5)  # two of its looks at the index
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    record = await stack.botsessions.get(key)
+    assert record is not None and record.phase is None
