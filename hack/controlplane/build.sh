@@ -22,16 +22,9 @@ command -v go >/dev/null || { echo "build.sh: 'go' is not on PATH; install Go 1.
 mkdir -p "$bin"
 export CGO_ENABLED=0
 
-log() { printf '[controlplane] %s\n' "$*" >&2; }
-
-build() {  # name, command...
-  local name=$1; shift
-  if [[ -x "$bin/$name" ]]; then return 0; fi
-  log "building $name (cold builds take minutes; cached in $bin)"
-  local start=$SECONDS
-  "$@"
-  log "built $name in $((SECONDS - start)) s"
-}
+LOG_TAG=controlplane
+# shellcheck source=hack/lib/build.sh
+source "$here/../lib/build.sh"
 
 build etcd bash -c "cd '$here/etcd' && go build -trimpath -o '$bin/etcd.tmp' go.etcd.io/etcd/server/v3 && mv '$bin/etcd.tmp' '$bin/etcd'"
 

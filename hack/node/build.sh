@@ -27,16 +27,9 @@ command -v gcc >/dev/null || { echo "build.sh: 'gcc' is not on PATH (Debian: gcc
 mkdir -p "$bin"
 export CGO_ENABLED=0
 
-log() { printf '[node] %s\n' "$*" >&2; }
-
-build() {  # name, command...
-  local name=$1; shift
-  if [[ -x "$bin/$name" ]]; then return 0; fi
-  log "building $name (cold builds take minutes; cached in $bin)"
-  local start=$SECONDS
-  "$@"
-  log "built $name in $((SECONDS - start)) s"
-}
+LOG_TAG=node
+# shellcheck source=hack/lib/build.sh
+source "$here/../lib/build.sh"
 
 # The version stamps of hack/lib/version.sh, as the kube-apiserver gets them.
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}

@@ -16,18 +16,25 @@ ROOT = Path(__file__).resolve().parents[2]
 FRAMEWORKS = {"kopf", "fastapi", "starlette", "uvicorn"}
 
 
-def imported_top_modules(package: str) -> dict[str, set[str]]:
-    """file -> the top-level names it imports (absolute imports only)."""
+def imported_modules(folder: str) -> dict[str, set[str]]:
+    """file -> the full dotted names it imports (absolute imports only)."""
     found: dict[str, set[str]] = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
+    for path in sorted((ROOT / folder).rglob("*.py")):
         names: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
+                names.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+                names.add(node.module)
         found[str(path.relative_to(ROOT))] = names
     return found
+
+
+def imported_top_modules(package: str) -> dict[str, set[str]]:
+    """file -> the top-level names it imports (absolute imports only)."""
+    return {
+        f: {name.split(".")[0] for name in names} for f, names in imported_modules(package).items()
+    }
 
 
 @pytest.mark.parametrize(
@@ -50,20 +57,6 @@ def test_package_does_not_import(package: str, forbidden: set[str]) -> None:
 def test_model_depends_on_nothing_but_the_standard_library() -> None:
     names = imported_top_modules("sessions")["sessions/domain/model.py"]
     assert names - {"__future__"} <= set(sys.stdlib_module_names)
-
-
-def imported_modules(folder: str) -> dict[str, set[str]]:
-    """file -> the full dotted names it imports (absolute imports only)."""
-    found: dict[str, set[str]] = {}
-    for path in sorted((ROOT / folder).rglob("*.py")):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module)
-        found[str(path.relative_to(ROOT))] = names
-    return found
 
 
 def test_sessions_has_three_rooms_and_the_wiring() -> None:
