@@ -28,7 +28,7 @@ from sessions.usecases.reconcile import first_phase_awaited, waiting_since
 log = logging.getLogger(__name__)
 
 INTERVAL = 1.0  # seconds between looks at the index
-BATCH = 50  # BotSessions synced per look at most, oldest change first
+BATCH = 50  # BotSessions synced per look at most, newest change first
 RETRY_AFTER = 30.0  # seconds before a BotSession the catch-up could not sync is tried again
 
 
@@ -42,7 +42,9 @@ class CatchUp:
         self.retry_at: dict[str, float] = {}  # uid -> loop time; those that stayed behind
 
     def due(self) -> list[BotSessionRecord]:
-        """The BotSessions waiting longer than catch_up_after, oldest change first."""
+        """The BotSessions waiting longer than catch_up_after, newest change first: kopf
+        works through its queue from the oldest end, so the two meet rather than collide on
+        the same objects (and a BotSession created during a restart's resume is first)."""
         settings, now = self.runtime.settings, self.runtime.service.clock()
         clock = asyncio.get_running_loop().time()
         waiting = []
@@ -55,7 +57,7 @@ class CatchUp:
             if self.retry_at.get(record.uid, 0.0) > clock:
                 continue
             waiting.append((since, record))
-        waiting.sort(key=lambda pair: pair[0])
+        waiting.sort(key=lambda pair: pair[0], reverse=True)
         return [record for _, record in waiting[:BATCH]]
 
     async def step(self) -> int:
