@@ -47,16 +47,19 @@ class CatchUp:
         the same objects (and a BotSession created during a restart's resume is first)."""
         settings, now = self.runtime.settings, self.runtime.service.clock()
         clock = asyncio.get_running_loop().time()
-        waiting = []
+        waiting, still_behind = [], {}
         for record in self.index.records():
             since = waiting_since(record)
             if since is None or now - since < settings.catch_up_after:
                 continue
             if first_phase_awaited(record, now, settings.first_phase_grace):
                 continue
-            if self.retry_at.get(record.uid, 0.0) > clock:
+            retry_at = self.retry_at.get(record.uid, 0.0)
+            if retry_at > clock:
+                still_behind[record.uid] = retry_at
                 continue
             waiting.append((since, record))
+        self.retry_at = still_behind  # forget the ones that caught up or went
         waiting.sort(key=lambda pair: pair[0], reverse=True)
         return [record for _, record in waiting[:BATCH]]
 
