@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -24,15 +24,16 @@ T = TypeVar("T")
 
 def _serve_until_stopped(servers: AbstractContextManager[T], announce: Callable[[T], None]) -> int:
     """Start, announce, wait for Ctrl-C (or SIGTERM), stop everything. A second Ctrl-C
-    must not cut the clean-up short and leave servers running."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    must not cut the clean-up short and leave servers running: both signals only note the
+    request (no KeyboardInterrupt, which a second Ctrl-C could raise mid clean-up)."""
+    requests: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, _frame: requests.append(number))
     try:
         with servers as started:
             announce(started)
-            with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            while not requests:
+                time.sleep(0.2)
             print("stopping...", flush=True)
     except DevstackError as exc:
         print(f"botsession: {exc}", file=sys.stderr)
