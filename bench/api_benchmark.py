@@ -81,6 +81,7 @@ from bench.measure import (
     others_busy,
     percentile,
     pid_of,
+    timed_run,
     versions,
     wait_quiet,
 )
@@ -910,9 +911,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-    result = asyncio.run(run(args))
-    result["total_seconds"] = round(time.monotonic() - started)
+    result = timed_run(lambda: run(args))
     goals = summarize(result, args)
     runs: list[Run] = result["runs"]
     cores = os.cpu_count() or 1

@@ -86,6 +86,7 @@ from bench.measure import (
     others_busy,
     percentile,
     pid_of,
+    timed_run,
     versions,
 )
 from bench.testbed import (
@@ -655,9 +656,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-    result = asyncio.run(run(args))
-    result["total_seconds"] = round(time.monotonic() - started)
+    result = timed_run(lambda: run(args))
     print(report(result, args))
     print(f"total: {result['total_seconds']} s")
     if args.json:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -24,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -466,3 +467,22 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+def timed_run(run: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
+    """asyncio.run(run()), with the wall time it took as result["total_seconds"]."""
+    started = time.monotonic()
+    result = asyncio.run(run())
+    result["total_seconds"] = round(time.monotonic() - started)
+    return result
+
+
+def publish(result: dict[str, Any], table: str, json_path: str | None) -> None:
+    """Print a benchmark's table and its run facts; write every figure as JSON if asked."""
+    print(table)
+    print(f"\nload average before: {result['loadavg_before']}; after: {result['loadavg_after']}")
+    if "commit" in result:
+        print(f"commit {result['commit']} (+{result['uncommitted_files']} uncommitted files)")
+    print(f"total: {result['total_seconds']} s")
+    if json_path:
+        Path(json_path).write_text(json.dumps(jsonable(result), indent=2, default=str) + "\n")

@@ -58,13 +58,14 @@ from bench.measure import (
     Window,
     bounded,
     fmt,
-    jsonable,
     keep_log,
     loadavg,
     log,
     pid_of,
+    publish,
     ratio,
     rnd,
+    timed_run,
     versions,
     wait_for,
 )
@@ -854,14 +855,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-    result = asyncio.run(run(args))
-    result["total_seconds"] = round(time.monotonic() - started)
-    print(table(result, args))
-    print(f"\nload average before: {result['loadavg_before']}; after: {result['loadavg_after']}")
-    print(f"total: {result['total_seconds']} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(jsonable(result), indent=2, default=str) + "\n")
+    result = timed_run(lambda: run(args))
+    publish(result, table(result, args), args.json)
     return 0
 
 

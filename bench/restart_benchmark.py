@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -76,11 +75,12 @@ from bench.measure import (
     bounded,
     fmt,
     git,
-    jsonable,
     keep_log,
     loadavg,
     log,
     pid_of,
+    publish,
+    timed_run,
     versions,
     wait_for,
 )
@@ -705,15 +705,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-    result = asyncio.run(run(args))
-    result["total_seconds"] = round(time.monotonic() - started)
-    print(table(result, args))
-    print(f"\nload average before: {result['loadavg_before']}; after: {result['loadavg_after']}")
-    print(f"commit {result['commit']} (+{result['uncommitted_files']} uncommitted files)")
-    print(f"total: {result['total_seconds']} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(jsonable(result), indent=2, default=str) + "\n")
+    result = timed_run(lambda: run(args))
+    publish(result, table(result, args), args.json)
     return 0
 
 
