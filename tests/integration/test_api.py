@@ -161,11 +161,16 @@ def session_settings(namespace: str, redis_url: str, database_url: str, **extra:
     )
 
 
-def make_app(kubeconfig: Path, settings: Settings, migrate: bool = True) -> FastAPI:
+def make_app(
+    kubeconfig: Path,
+    settings: Settings,
+    migrate: bool = True,
+    api_settings: ApiSettings = API_SETTINGS,
+) -> FastAPI:
     return create_app(
         settings,
         runtime_factory=lambda s: Runtime.open(s, kubeconfig=str(kubeconfig), migrate=migrate),
-        api_settings=API_SETTINGS,
+        api_settings=api_settings,
     )
 
 
@@ -176,10 +181,11 @@ async def serve(
     redis_url: str,
     database_url: str,
     migrate: bool = True,
+    api_settings: ApiSettings = API_SETTINGS,
     **extra: Any,
 ) -> AsyncIterator[Api]:
     settings = session_settings(namespace, redis_url, database_url, **extra)
-    app = make_app(kubeconfig, settings, migrate)
+    app = make_app(kubeconfig, settings, migrate, api_settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
