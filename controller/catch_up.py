@@ -64,20 +64,41 @@ class CatchUp:
         return [record for _, record in waiting[:BATCH]]
 
     async def step(self) -> int:
-        """Sync what is due; returns how many were synced here."""
+        """Sync what is due; returns how many were synced here. A BotSession that fails is
+        tried again after RETRY_AFTER, so one that always fails holds up no other; a store
+        that is down ends the step (the next ones would wait for it too)."""
         synced = 0
         for candidate in self.due():
-            record = await self.runtime.botsessions.get(candidate.key)
-            if record is None or record.uid != candidate.uid or waiting_since(record) is None:
-                continue  # kopf or the API got there meanwhile, or it went
-            outcome = await sync_and_mark(self.runtime, record, record.generation, None)
-            if outcome is not None and outcome.synced:
+            try:
+                done = await self.sync(candidate)
+            except (asyncio.CancelledError, StoreUnavailable):
+                raise
+            except Exception as exc:
+                metrics.RECONCILE_ERRORS.labels(stage="catch-up").inc()
+                event(
+                    log,
+                    "catch-up of a BotSession failed",
+                    logging.ERROR,
+                    botId=candidate.key.bot_id,
+                    userId=candidate.key.user_id,  # logged as its fingerprint
+                    error=type(exc).__name__,
+                )
+                done = False
+            if done:
                 synced += 1
-                self.retry_at.pop(record.uid, None)
-            else:
-                self.retry_at[record.uid] = asyncio.get_running_loop().time() + RETRY_AFTER
+            elif done is False:
+                self.retry_at[candidate.uid] = asyncio.get_running_loop().time() + RETRY_AFTER
         metrics.CAUGHT_UP.inc(synced)
         return synced
+
+    async def sync(self, candidate: BotSessionRecord) -> bool | None:
+        """True when synced here, False when a store kept it behind; None when there was
+        nothing to do any more (synced by someone else, moved on to a newer revision, gone)."""
+        record = await self.runtime.botsessions.get(candidate.key)
+        if record is None or record.uid != candidate.uid or waiting_since(record) is None:
+            return None  # kopf or the API got there meanwhile, or it went
+        outcome = await sync_and_mark(self.runtime, record, record.generation, None)
+        return None if outcome is None else outcome.synced
 
     async def run(self) -> None:
         while True:

@@ -87,3 +87,20 @@ async def test_at_most_a_batch_per_look(monkeypatch: pytest.MonkeyPatch) -> None
     clock = Clock()
     held = [record(f"u{i}", clock, 10 + i) for i in range(10)]
     assert [r.name for r in picker(held, clock).due()] == ["u0", "u1", "u2"]
+
+
+class Poisoned(CatchUp):
+    """Syncs every BotSession but one, which always fails."""
+
+    async def sync(self, candidate: BotSessionRecord) -> bool | None:
+        if candidate.name == "poison":
+            raise RuntimeError("this one always fails")
+        return True
+
+
+async def test_a_botsession_that_always_fails_holds_up_no_other() -> None:
+    clock = Clock()
+    held = [record("poison", clock, 10), record("u1", clock, 20), record("u2", clock, 30)]
+    catch_up = Poisoned(cast(Any, Runtime(Service(clock))), cast(Any, Index(held)), lambda: True)
+    assert await catch_up.step() == 2
+    assert [r.name for r in catch_up.due()] == ["u1", "u2"]  # poison waits RETRY_AFTER
