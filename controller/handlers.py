@@ -178,7 +178,8 @@ async def finalize(
 ) -> None:
     """The finalizer: remove the Redis keys and mark the database row ended, then let go."""
     record = record_of(dict(body))
-    pending = await cleanup_deleted(record, runtime_of(memo).service)
+    runtime = runtime_of(memo)
+    pending = await cleanup_deleted(record, runtime.redis, runtime.sql, runtime.service.now())
     if not pending:
         return
     patch.status["conditions"] = conditions(

@@ -116,21 +116,27 @@ class HousekeepingLoop:
             return
         # here rather than a kopf timer per connecting object: with any timer, kopf keeps the
         # latest full body of every object in memory (docs/benchmarks.md, "Operator at scale")
-        records = self.records()
-        await adopt_phaseless(self.runtime.service, self.runtime.botsessions, records)
-        await time_out_connecting(self.runtime.service, self.runtime.botsessions, records)
+        runtime, settings, records = self.runtime, self.runtime.settings, self.records()
+        await adopt_phaseless(
+            runtime.service, runtime.botsessions, records, settings.first_phase_grace
+        )
+        await time_out_connecting(
+            runtime.service, runtime.botsessions, records, settings.connect_timeout
+        )
         if await self.sweep_due():
             await self.sweep()
         if loop.time() >= self.next_resync:
-            self.next_resync = loop.time() + self.runtime.settings.resync_interval.total_seconds()
-            report = await resync(self.runtime.service, self.runtime.botsessions, self.records())
+            self.next_resync = loop.time() + settings.resync_interval.total_seconds()
+            report = await resync(
+                runtime.botsessions, runtime.redis, runtime.sql, self.records(), settings
+            )
             metrics.HEALED.labels(store="redis").inc(report.redis_restored)
             metrics.HEALED.labels(store="database").inc(report.rows_restored)
         if loop.time() >= self.next_orphan_scan:
-            interval = self.runtime.settings.orphan_scan_interval.total_seconds()
+            interval = settings.orphan_scan_interval.total_seconds()
             self.next_orphan_scan = loop.time() + interval
             owned = {r.key for r in self.records()}
-            metrics.ORPHANED_KEYS.set(await count_orphans(self.runtime.service, owned))
+            metrics.ORPHANED_KEYS.set(await count_orphans(runtime.redis, owned))
 
     def publish_phases(self) -> None:
         counts = dict.fromkeys(Phase, 0)
@@ -154,7 +160,12 @@ class HousekeepingLoop:
     async def sweep(self) -> None:
         with metrics.SWEEP_DURATION.time():
             report = await run_sweep(
-                self.runtime.service, self.runtime.botsessions, self.records(), self.runner
+                self.runtime.service,
+                self.runtime.redis,
+                self.runtime.botsessions,
+                self.records(),
+                self.runner,
+                self.runtime.settings,
             )
         await self.runtime.redis.mark_sweep(self.runtime.service.now())
         if report.error:

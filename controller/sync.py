@@ -23,7 +23,7 @@ async def sync_and_mark(
     (conditions, observedGeneration, syncedRevision when synced). None when the object
     moved on to a newer revision meanwhile: its own sync marks that one."""
     try:
-        outcome = await reconcile(record, runtime.service)
+        outcome = await reconcile(record, runtime.reconciler)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(stage="sync").inc()
         raise

@@ -12,6 +12,7 @@ from sessions.adapters.redis.store import RedisKeys, RedisStore, connect
 from sessions.adapters.sql.migrate import upgrade
 from sessions.adapters.sql.store import SqlStore, create_engine
 from sessions.domain.settings import Settings
+from sessions.usecases.reconcile import Reconciler
 from sessions.usecases.service import SessionService
 
 
@@ -27,6 +28,12 @@ class Runtime:
     @property
     def namespace(self) -> str:
         return self.botsessions.namespace
+
+    @property
+    def reconciler(self) -> Reconciler:
+        return Reconciler(
+            self.service, self.botsessions, self.redis, self.sql, self.settings.session_ttl
+        )
 
     @classmethod
     async def open(

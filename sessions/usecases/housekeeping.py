@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sessions.adapters.sql.store import SweepRun
+from sessions.adapters.redis.store import RedisStore
+from sessions.adapters.sql.store import SqlStore, SweepRun
 from sessions.domain.logs import event
 from sessions.domain.model import (
     HistoryEntry,
@@ -32,6 +33,7 @@ from sessions.domain.model import (
     Transition,
 )
 from sessions.domain.records import BotSessionRecord, BotSessions
+from sessions.domain.settings import Settings
 from sessions.usecases.reconcile import ACTOR, first_phase_awaited, give_first_phase
 from sessions.usecases.service import SessionService
 from sessions.usecases.sweep import SweepResult, sweep
@@ -64,9 +66,9 @@ def retirable(record: BotSessionRecord, retention: timedelta, now: datetime) -> 
 
 
 async def retire_inactive(
-    service: SessionService,
     botsessions: BotSessions,
     records: Sequence[BotSessionRecord],
+    retention: timedelta,
     now: datetime,
 ) -> list[SessionKey]:
     """Delete BotSessions inactive for longer than the retention (the finalizer cleans up).
@@ -74,7 +76,6 @@ async def retire_inactive(
     `records` may lag the API server (an index): each candidate is read again right before
     its deletion, and deleted only as read (preconditions on uid and resourceVersion), so a
     session that reconnected meanwhile stays, with its Redis keys."""
-    retention = service.settings.inactive_retention
     retired = []
     for candidate in records:
         if not retirable(candidate, retention, now):
@@ -92,18 +93,22 @@ async def retire_inactive(
 
 async def run_sweep(
     service: SessionService,
+    redis: RedisStore,
     botsessions: BotSessions,
     records: Sequence[BotSessionRecord],
     runner: str,
+    settings: Settings,
 ) -> SweepReport:
     """One sweep with everything that follows from it. Failures are caught, logged at error
     level and recorded as a failed run (when the database can take it)."""
     report = SweepReport()
     started = service.now()
     try:
-        report.result = await sweep(service.redis, batch_size=service.settings.sweep_batch_size)
+        report.result = await sweep(redis, batch_size=settings.sweep_batch_size)
         report.expired = await service.expire_swept(report.result.removed)
-        report.retired = await retire_inactive(service, botsessions, records, service.now())
+        report.retired = await retire_inactive(
+            botsessions, records, settings.inactive_retention, service.now()
+        )
         report.run = await service.record_sweep(report.result, runner)
     except Exception as exc:
         report.error = f"{exc.__class__.__name__}: {exc}"
@@ -124,15 +129,16 @@ class ResyncReport:
 
 
 async def resync(
-    service: SessionService,
     botsessions: BotSessions,
+    redis: RedisStore,
+    sql: SqlStore,
     records: Sequence[BotSessionRecord],
+    settings: Settings,
     batch: int = 500,
 ) -> ResyncReport:
     """Heal Redis and the database from the BotSessions, and copy lastSeen back coarsely:
     only where Redis's lastSeen is ahead of the BotSession's by more than the drift."""
     report = ResyncReport()
-    settings = service.settings
     present = [r for r in records if r.phase is not None and not r.deleting]
     live = [r for r in present if r.phase is not Phase.INACTIVE]
     for start in range(0, len(live), batch):
@@ -141,7 +147,7 @@ async def resync(
         try:
             behind: list[BotSessionRecord] = []
             for record, held in zip(
-                chunk, await service.redis.get_many([r.key for r in chunk]), strict=True
+                chunk, await redis.get_many([r.key for r in chunk]), strict=True
             ):
                 if held is None or held.version < record.version:
                     behind.append(record)
@@ -153,19 +159,19 @@ async def resync(
                     copied.append(held)
             for current in await still_live(botsessions, behind):
                 state = current.state(settings.session_ttl)
-                await service.redis.write(state, current.ttl(settings.session_ttl))
+                await redis.write(state, current.ttl(settings.session_ttl))
                 report.redis_restored += 1
         finally:  # what reached the BotSessions reaches the database, even after a failure
-            await service.sql.write_many(copied)
+            await sql.write_many(copied)
         report.last_seen_copied += len(copied)
-    stored = await service.sql.versions()
+    stored = await sql.versions()
     for record in present:
         row = stored.get(record.key)
         if row is None or row < record.version:
             full = await botsessions.get(record.key)
             if full is not None and full.phase is not None:
                 state = full.state(settings.session_ttl)
-                await service.sql.write(state, full.recent)
+                await sql.write(state, full.recent)
                 report.rows_restored += 1
     if report.redis_restored or report.rows_restored:
         event(
@@ -193,20 +199,20 @@ async def still_live(
     ]
 
 
-def connect_timeout_due(record: BotSessionRecord, service: SessionService) -> bool:
-    return (
-        record.phase is Phase.CONNECTING
-        and changed_at(record) + service.settings.connect_timeout <= service.now()
-    )
+def connect_timeout_due(record: BotSessionRecord, timeout: timedelta, now: datetime) -> bool:
+    return record.phase is Phase.CONNECTING and changed_at(record) + timeout <= now
 
 
 async def adopt_phaseless(
-    service: SessionService, botsessions: BotSessions, records: Sequence[BotSessionRecord]
+    service: SessionService,
+    botsessions: BotSessions,
+    records: Sequence[BotSessionRecord],
+    grace: timedelta,
 ) -> int:
     """Give the first phase to BotSessions the API created but did not give one within the
     grace (the API died between its create and its first compare-and-swap). Returns how many
     it gave; each is read again first, so one the API got to meanwhile is left alone."""
-    grace, now = service.settings.first_phase_grace, service.now()
+    now = service.now()
     adopted = 0
     for candidate in records:
         if candidate.phase is not None or candidate.deleting or not candidate.created_by_api:
@@ -215,7 +221,7 @@ async def adopt_phaseless(
             continue
         record = await botsessions.get(candidate.key)
         if record is not None and record.phase is None and not record.deleting:
-            await give_first_phase(record, service)
+            await give_first_phase(record, service, botsessions)
             adopted += 1
     return adopted
 
@@ -224,19 +230,24 @@ async def time_out_connecting(
     service: SessionService,
     botsessions: BotSessions,
     records: Sequence[BotSessionRecord],
+    timeout: timedelta,
     concurrency: int = 20,
 ) -> list[HistoryEntry]:
     """Turn every session connecting for longer than the connect timeout into failed
     (ConnectTimeout). `records` may be slim (the index): only the due ones are read in full,
     one GET each, right before their compare-and-swap."""
-    due = [r for r in records if not r.deleting and connect_timeout_due(r, service)]
+
+    def due_now(record: BotSessionRecord) -> bool:
+        return not record.deleting and connect_timeout_due(record, timeout, service.now())
+
+    due = [r for r in records if due_now(r)]
     step = Transition(Phase.CONNECTING, Phase.FAILED, Reason.CONNECT_TIMEOUT)
     slots = asyncio.Semaphore(concurrency)
 
     async def time_out(record: BotSessionRecord) -> list[HistoryEntry]:
         async with slots:
             full = await botsessions.get(record.key)
-            if full is None or full.deleting or not connect_timeout_due(full, service):
+            if full is None or not due_now(full):
                 return []
             with contextlib.suppress(RevisionConflict):  # it changed meanwhile: next pass sees
                 _, done = await service.transition(full, [step], ACTOR, service.now())
@@ -246,11 +257,11 @@ async def time_out_connecting(
     return [entry for done in await asyncio.gather(*map(time_out, due)) for entry in done]
 
 
-async def count_orphans(service: SessionService, owned: set[SessionKey]) -> int:
+async def count_orphans(redis: RedisStore, owned: set[SessionKey]) -> int:
     """session:<botId>:<userId> hashes no BotSession owns (left alone, only counted). This
     scans the keyspace, so it runs rarely and never in a request path."""
     orphans = 0
-    async for member in service.redis.session_keys():
+    async for member in redis.session_keys():
         bot_id, user_id = member.split(":", 1)
         try:
             if SessionKey(bot_id, user_id) not in owned:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sessions.adapters.redis.store import RedisStore
+from sessions.adapters.sql.store import SqlStore
 from sessions.domain.logs import event
 from sessions.domain.model import (
     HistoryEntry,
@@ -25,7 +27,7 @@ from sessions.domain.model import (
     Version,
     format_time,
 )
-from sessions.domain.records import BotSessionRecord
+from sessions.domain.records import BotSessionRecord, BotSessions
 from sessions.usecases.service import SessionService, pending_if_down
 
 log = logging.getLogger(__name__)
@@ -69,28 +71,43 @@ def waiting_since(record: BotSessionRecord) -> datetime | None:
     return record.recent[-1].at if record.recent else record.created_at
 
 
-async def give_first_phase(record: BotSessionRecord, service: SessionService) -> BotSessionRecord:
+async def give_first_phase(
+    record: BotSessionRecord, service: SessionService, botsessions: BotSessions
+) -> BotSessionRecord:
     """`connecting` (Created) for a BotSession without a phase; the record as it is then."""
     first = Transition(None, Phase.CONNECTING, Reason.CREATED)
     try:
         record, _ = await service.transition(record, [first], ACTOR, service.now())
     except RevisionConflict:
         # the API creates a BotSession and then writes its first phase: it won the race
-        fresh = await service.botsessions.get(record.key)
+        fresh = await botsessions.get(record.key)
         if fresh is None or fresh.phase is None:
             raise
         record = fresh
     return record
 
 
-async def reconcile(record: BotSessionRecord, service: SessionService) -> SyncOutcome:
+@dataclass(frozen=True)
+class Reconciler:
+    """What reconciling reads and writes: the BotSessions (and the service's compare-and-swap
+    for a first phase), Redis and the database."""
+
+    service: SessionService
+    botsessions: BotSessions
+    redis: RedisStore
+    sql: SqlStore
+    session_ttl: timedelta
+
+
+async def reconcile(record: BotSessionRecord, using: Reconciler) -> SyncOutcome:
     if record.phase is None:
-        record = await give_first_phase(record, service)
+        record = await give_first_phase(record, using.service, using.botsessions)
     outcome = SyncOutcome(record)
-    state = record.state(service.settings.session_ttl)
-    if await pending_if_down(_copy_to_redis(record, state, service), "redis", record.key, RETRYING):
+    state = record.state(using.session_ttl)
+    redis = _copy_to_redis(record, state, using.redis, record.ttl(using.session_ttl))
+    if await pending_if_down(redis, "redis", record.key, RETRYING):
         outcome.pending.append("redis")
-    database = service.sql.write(state, record.recent)
+    database = using.sql.write(state, record.recent)
     if await pending_if_down(database, "database", record.key, RETRYING):
         outcome.pending.append("database")
     outcome.unannounced = [e for e in record.recent if e.revision > record.synced_revision]
@@ -98,22 +115,23 @@ async def reconcile(record: BotSessionRecord, service: SessionService) -> SyncOu
 
 
 async def _copy_to_redis(
-    record: BotSessionRecord, state: SessionState, service: SessionService
+    record: BotSessionRecord, state: SessionState, redis: RedisStore, ttl: timedelta
 ) -> None:
-    ttl = record.ttl(service.settings.session_ttl)
     if record.phase is not Phase.INACTIVE:
-        await service.redis.write(state, ttl)
+        await redis.write(state, ttl)
         return
     # Redis keeps live sessions only: just replace an older live copy
-    held = await service.redis.get(record.key)
+    held = await redis.get(record.key)
     if held is not None and held.version < record.version:
         if record.reason is Reason.CLEARED:  # a clear removed the keys: keep them gone
-            await service.redis.remove(record.key, record.version)
+            await redis.remove(record.key, record.version)
         else:
-            await service.redis.write(state, ttl)
+            await redis.write(state, ttl)
 
 
-async def cleanup_deleted(record: BotSessionRecord, service: SessionService) -> list[str]:
+async def cleanup_deleted(
+    record: BotSessionRecord, redis: RedisStore, sql: SqlStore, now: datetime
+) -> list[str]:
     """Remove the Redis keys (leaving a tombstone of this version, so no older writer brings
     them back) and mark the database row ended; idempotent. Returns what is still pending
     (the finalizer retries until nothing is).
@@ -123,14 +141,12 @@ async def cleanup_deleted(record: BotSessionRecord, service: SessionService) -> 
     no writer can take that revision any more."""
     pending = []
     try:
-        await service.redis.remove(record.key, record.version)
+        await redis.remove(record.key, record.version)
     except StoreUnavailable:
         pending.append("redis")
     ended = Version(record.incarnation, record.revision + 1)
     try:
-        await service.sql.mark_ended(
-            record.key, Reason.CLEARED, ended, service.now(), f"{ACTOR}:deleted"
-        )
+        await sql.mark_ended(record.key, Reason.CLEARED, ended, now, f"{ACTOR}:deleted")
     except StoreUnavailable:
         pending.append("database")
     event(

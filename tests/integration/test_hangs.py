@@ -113,7 +113,13 @@ async def test_a_hung_redis_costs_each_request_at_most_its_budget(
             ]
             assert await api.runtime.redis.get(pending[0]) is None
             records = [r for r in await api.runtime.botsessions.list_bot(BOT) if r.phase]
-            report = await resync(api.runtime.service, api.runtime.botsessions, records)
+            report = await resync(
+                api.runtime.botsessions,
+                api.runtime.redis,
+                api.runtime.sql,
+                records,
+                api.runtime.settings,
+            )
             assert report.redis_restored >= len(pending)
             assert await api.runtime.redis.get(pending[0]) is not None
 
@@ -145,7 +151,13 @@ async def test_a_hung_database_costs_each_request_at_most_its_budget(
             # afterwards the database is used again, and healed from the BotSessions
             await eventually(lambda: _database_answers(api), timeout=15)
             records = [r for r in await api.runtime.botsessions.list_bot(BOT) if r.phase]
-            report = await resync(api.runtime.service, api.runtime.botsessions, records)
+            report = await resync(
+                api.runtime.botsessions,
+                api.runtime.redis,
+                api.runtime.sql,
+                records,
+                api.runtime.settings,
+            )
             assert report.rows_restored >= len(answers.seen["report"])
 
 

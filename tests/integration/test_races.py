@@ -127,7 +127,10 @@ async def test_retention_never_deletes_a_session_that_came_back(
     clock.advance(days=8)
     # 1. the user is back before the retention runs: its list is stale
     await service.report(KEY, ReportedState.CONNECTING)
-    assert await retire_inactive(service, botsessions, [listed], clock()) == []
+    assert (
+        await retire_inactive(botsessions, [listed], service.settings.inactive_retention, clock())
+        == []
+    )
     assert (await fetch(botsessions)).phase is Phase.CONNECTING
     # 2. inactive again and past the retention; the user comes back between the check and
     # the delete: the delete's preconditions refuse
@@ -137,7 +140,8 @@ async def test_retention_never_deletes_a_session_that_came_back(
     await service.report(KEY, ReportedState.DISCONNECTED)
     clock.advance(days=8)
     racing = ReconnectsBeforeTheDelete(botsessions, service)
-    retired = await retire_inactive(service, racing, [await fetch(botsessions)], clock())  # type: ignore[arg-type]
+    retention = service.settings.inactive_retention
+    retired = await retire_inactive(racing, [await fetch(botsessions)], retention, clock())  # type: ignore[arg-type]
     assert retired == []
     assert (await fetch(botsessions)).phase is Phase.CONNECTING
 
@@ -148,7 +152,9 @@ async def test_retention_deletes_a_session_inactive_past_it(
     await service.report(KEY, ReportedState.CONNECTED, identity=IDENTITY)
     await service.report(KEY, ReportedState.DISCONNECTED)
     clock.advance(days=8)
-    assert await retire_inactive(service, botsessions, [await fetch(botsessions)], clock()) == [KEY]
+    assert await retire_inactive(
+        botsessions, [await fetch(botsessions)], service.settings.inactive_retention, clock()
+    ) == [KEY]
     assert await botsessions.get(KEY) is None
 
 

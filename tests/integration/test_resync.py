@@ -38,7 +38,7 @@ async def test_a_lagging_index_never_brings_back_a_cleared_sessions_keys(
     await service.clear(key.bot_id, key.user_id, REDIS_ONLY, actor="test")
     assert await service.redis.client.keys("session:*") == []
 
-    report = await resync(service, kube_botsessions, [stale])
+    report = await resync(kube_botsessions, service.redis, service.sql, [stale], service.settings)
 
     assert report.redis_restored == 0
     assert await service.redis.client.keys("session:*") == []
@@ -53,7 +53,9 @@ async def test_a_session_redis_lost_is_restored_from_the_current_botsession(
     await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
     await service.redis.client.flushall()
 
-    report = await resync(service, kube_botsessions, [stale] if stale else [])
+    report = await resync(
+        kube_botsessions, service.redis, service.sql, [stale] if stale else [], service.settings
+    )
 
     restored = await service.redis.get(key)
     assert report.redis_restored == 1

@@ -540,7 +540,9 @@ async def test_sessions_connecting_past_the_timeout_fail_and_only_those(
     clock.advance(seconds=31)  # slow: 121 s connecting, over the default 2 minutes
     records = [*seen_earlier, await fetch(botsessions, fresh)]
 
-    done = await time_out_connecting(service, botsessions, records)
+    done = await time_out_connecting(
+        service, botsessions, records, service.settings.connect_timeout
+    )
 
     assert [(e.key, e.from_phase, e.to_phase, e.reason) for e in done] == [
         (slow, Phase.CONNECTING, Phase.FAILED, Reason.CONNECT_TIMEOUT)
@@ -550,4 +552,7 @@ async def test_sessions_connecting_past_the_timeout_fail_and_only_those(
     assert (await fetch(botsessions, quick)).phase is Phase.ACTIVE
     assert (await fetch(botsessions, fresh)).phase is Phase.CONNECTING
     # only the BotSession changes here; the operator's sync copies it out (test_operator_lifecycle)
-    assert await time_out_connecting(service, botsessions, records) == []
+    assert (
+        await time_out_connecting(service, botsessions, records, service.settings.connect_timeout)
+        == []
+    )
