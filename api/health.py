@@ -31,7 +31,7 @@ class Readiness:
     async def check(self, runtime: Runtime) -> tuple[bool, dict[str, tuple[bool, str | None]]]:
         async def kubernetes() -> None:
             # a list of one object: proves reachability, the CRD and the RBAC to read it
-            await runtime.kube.request("GET", runtime.botsessions.base, params={"limit": "1"})
+            await runtime.botsessions.objects.list(limit=1)
 
         async def redis() -> None:
             await runtime.redis.ping()

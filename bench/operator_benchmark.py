@@ -51,8 +51,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
-import httpx
-
 from bench.measure import (
     Meter,
     Window,
@@ -76,7 +74,7 @@ from bench.testbed import (
     EmptyOperator,
     Stores,
     active_status,
-    collection,
+    botsessions_in,
     connected_patches,
     handled_by_floor,
     keys_for,
@@ -89,7 +87,7 @@ from devstack.kubectl import kubectl
 from devstack.operator_process import OperatorProcess
 from devstack.process import wait_until
 from sessions.adapters.kubernetes.botsessions import KubeBotSessions
-from sessions.adapters.kubernetes.client import KubeClient, KubeConfig, load_kubeconfig
+from sessions.adapters.kubernetes.client import Connection, KubeClient, load_kubeconfig
 from sessions.adapters.redis.store import RedisStore, connect
 from sessions.adapters.sql.migrate import upgrade
 from sessions.adapters.sql.store import SqlStore, create_engine
@@ -143,7 +141,7 @@ class WriteCounts:
 class WriteWatch:
     """One namespace-wide watch of BotSessions: classifies every event, per phase."""
 
-    def __init__(self, config: KubeConfig, namespace: str) -> None:
+    def __init__(self, config: Connection, namespace: str) -> None:
         self.config = config
         self.namespace = namespace
         self.state: dict[str, tuple[str, str]] = {}  # name -> (digest, lastSeen)
@@ -205,38 +203,25 @@ class WriteWatch:
 
     async def run(self) -> None:
         client = KubeClient(self.config, timeout=60)
-        items, version = await list_raw(client, self.namespace)
-        await client.close()
-        for item in items:
-            self.state[item["metadata"]["name"]] = (
-                digest(item),
-                (item.get("status") or {}).get("lastSeen", ""),
-            )
-        self.ready.set()
-        async with httpx.AsyncClient(
-            base_url=self.config.server,
-            verify=self.config.ssl_context,
-            headers=self.config.headers(),
-            timeout=httpx.Timeout(30, read=700),
-        ) as http:
+        try:
+            items, version = await list_raw(client, self.namespace)
+            for item in items:
+                self.state[item["metadata"]["name"]] = (
+                    digest(item),
+                    (item.get("status") or {}).get("lastSeen", ""),
+                )
+            self.ready.set()
+            objects = botsessions_in(client, self.namespace)
             while True:
-                params = {
-                    "watch": "1",
-                    "resourceVersion": version,
-                    "allowWatchBookmarks": "true",
-                    "timeoutSeconds": "600",
-                }
-                path = collection(self.namespace)
-                async with http.stream("GET", path, params=params) as response:
-                    async for line in response.aiter_lines():
-                        if not line:
-                            continue
-                        event = json.loads(line)
-                        if event["type"] == "ERROR":
-                            raise RuntimeError(f"the watch failed: {event['object']}")
-                        version = event["object"]["metadata"]["resourceVersion"]
-                        if event["type"] != "BOOKMARK":
-                            self.observe(event["type"], event["object"])
+                changes = objects.watch(600, resource_version=version, allow_watch_bookmarks=True)
+                async for event in changes:
+                    if event["type"] == "ERROR":
+                        raise RuntimeError(f"the watch failed: {event['object']}")
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] != "BOOKMARK":
+                        self.observe(event["type"], event["object"])
+        finally:
+            await client.close()
 
     async def start(self) -> Self:
         self.task = asyncio.create_task(self.run())

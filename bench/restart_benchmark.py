@@ -91,7 +91,7 @@ from bench.testbed import (
     EmptyOperator,
     Stores,
     active_status,
-    collection,
+    botsessions_in,
     connected_patches,
     handled_by_floor,
     keys_for,
@@ -228,7 +228,7 @@ async def scrape(http: httpx.AsyncClient, url: str) -> tuple[str, float] | None:
 
 async def get_item(client: KubeClient, namespace: str, name: str) -> Item | None:
     try:
-        return await client.request("GET", f"{collection(namespace)}/{name}")
+        return await botsessions_in(client, namespace).get(name)
     except ApiError as exc:
         if exc.status == 404:
             return None
@@ -398,7 +398,7 @@ async def timed_delete(bench: Bench, who: Contender) -> tuple[float | None, bool
     key = keys_for(1)[0]
     name = resource_name(key)
     started = time.monotonic()
-    await bench.client.request("DELETE", f"{collection(who.namespace)}/{name}")
+    await botsessions_in(bench.client, who.namespace).delete(name, {})
 
     async def gone() -> bool:
         with contextlib.suppress(StoreUnavailable):

@@ -36,7 +36,7 @@ from devstack.kubectl import install_crds, kubectl
 from devstack.postgres_server import PostgresServer
 from devstack.process import ManagedProcess, wait_until
 from devstack.redis_server import RedisServer
-from sessions.adapters.kubernetes.client import KubeClient
+from sessions.adapters.kubernetes.client import CustomObjects, KubeClient
 from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
 from sessions.adapters.redis.store import RedisStore, hash_key
 from sessions.adapters.sql.migrate import upgrade
@@ -158,33 +158,30 @@ async def stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
 # --- the BotSessions -----------------------------------------------------------------------
 
 
-def collection(namespace: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+def botsessions_in(client: KubeClient, namespace: str) -> CustomObjects:
+    return CustomObjects(client, GROUP, VERSION, namespace, PLURAL)
 
 
 async def list_raw(client: KubeClient, namespace: str) -> tuple[list[dict[str, Any]], str]:
     """Every BotSession of the namespace as the API server sends it, and the list's
     resourceVersion."""
     items: list[dict[str, Any]] = []
-    params = {"limit": "500"}
+    query: dict[str, Any] = {"limit": 500}
     while True:
-        page = await client.request("GET", collection(namespace), params=params)
+        page = await botsessions_in(client, namespace).list(**query)
         items.extend(page.get("items", []))
         token = page.get("metadata", {}).get("continue")
         if not token:
             return items, page["metadata"]["resourceVersion"]
-        params["continue"] = token
+        query["_continue"] = token
 
 
 async def patch_status(
     client: KubeClient, namespace: str, name: str, status: dict[str, Any]
 ) -> None:
     """A merge patch of a BotSession's status (as KubeBotSessions sends them)."""
-    await client.request(
-        "PATCH",
-        f"{collection(namespace)}/{name}/status",
-        json={"status": status},
-        content_type="application/merge-patch+json",
+    await botsessions_in(client, namespace).patch_status(
+        name, {"status": status}, "application/merge-patch+json"
     )
 
 

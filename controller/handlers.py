@@ -78,11 +78,13 @@ def runtime_of(memo: Any) -> Runtime:
 
 @kopf.on.login(registry=registry)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf's own kubeconfig login, else the pod's service account (as
-    sessions.adapters.kubernetes.client does).
-    An explicit registry has none of kopf's fallback logins, hence this handler."""
-    info: kopf.ConnectionInfo | None = kopf.login_with_kubeconfig(**kwargs)
-    return info or kopf.login_with_service_account(**kwargs)
+    """Through the `kubernetes` library, like the operator's own calls
+    (sessions.adapters.kubernetes.client.load_config finds credentials in the same order):
+    the pod's service account, else the kubeconfig with its exec and OIDC plugins. kopf asks
+    again when the API server refuses an expired token. An explicit registry has none of
+    kopf's fallback logins, hence this handler."""
+    info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+    return info
 
 
 @kopf.on.startup(registry=registry)

@@ -13,7 +13,7 @@ import kopf
 
 from controller.handlers import Peering, registry
 from controller.housekeeping_loop import runner_name
-from sessions.adapters.kubernetes.client import ApiError, KubeClient, load_config
+from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient, load_config
 from sessions.domain import logs, privacy
 from sessions.domain.settings import SettingsError, load_settings
 
@@ -53,15 +53,14 @@ async def ensure_peering(name: str, namespace: str) -> None:
     """kopf peers only when its KopfPeering object exists: create it if missing (a Helm
     release cannot ship it beside its own CRD, so the operator does)."""
     client = KubeClient(load_config())
+    peerings = CustomObjects(client, "kopf.dev", "v1", namespace, "kopfpeerings")
     try:
-        await client.request(
-            "POST",
-            f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
-            json={
+        await peerings.create(
+            {
                 "apiVersion": "kopf.dev/v1",
                 "kind": "KopfPeering",
                 "metadata": {"name": name, "namespace": namespace},
-            },
+            }
         )
     except ApiError as exc:
         if exc.status != 409:

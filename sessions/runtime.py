@@ -43,8 +43,8 @@ class Runtime:
         kubeconfig: str | None = None,
         migrate: bool = False,
     ) -> Runtime:
-        kube_config = load_config(kubeconfig)
-        kube = KubeClient(kube_config)
+        connection = load_config(kubeconfig)
+        kube = KubeClient(connection)
         redis = RedisStore(
             connect(
                 settings.redis_url, retries=settings.redis_retries, timeout=settings.redis_timeout
@@ -63,7 +63,7 @@ class Runtime:
             await upgrade(sql.engine)
         # only the API creates BotSessions (a first report), and it writes their first phase
         botsessions = KubeBotSessions(
-            kube, settings.namespace or kube_config.namespace, creator="api"
+            kube, settings.namespace or connection.namespace, creator="api"
         )
         service = SessionService(botsessions, redis, sql, settings)
         return cls(settings, redis, sql, kube, botsessions, service)

@@ -107,6 +107,8 @@ DATA_LOGGERS = (
     "httpx",
     "httpcore",
     "hpack",
+    "kubernetes",  # kubernetes.client.rest logs every response body at DEBUG
+    "urllib3",
     "uvicorn.access",
 )
 

@@ -39,7 +39,7 @@ class Harness:
 @pytest.fixture
 async def harness(stack: Stack) -> AsyncIterator[Harness]:
     service = with_ttl(stack, catch_up_after="10ms")
-    kube = stack.botsessions.client
+    kube = stack.botsessions.objects.client
     runtime = Runtime(service.settings, stack.redis, stack.sql, kube, stack.botsessions, service)
     index = BotSessionIndex(kube, stack.namespace)
     task = asyncio.create_task(index.run())
@@ -89,7 +89,7 @@ async def test_a_reported_revision_kopf_has_not_synced_is_marked_synced(
 async def test_a_botsession_the_api_is_about_to_give_its_first_phase_is_left_to_it(
     stack: Stack, harness: Harness
 ) -> None:
-    api = KubeBotSessions(stack.botsessions.client, stack.namespace, creator="api")
+    api = KubeBotSessions(stack.botsessions.objects.client, stack.namespace, creator="api")
     key = SessionKey("bot-late", "api-made")
     await api.create(key, IDENTITY)
     await harness.indexed(key, 0)

@@ -179,7 +179,9 @@ async def test_concurrent_first_reports_say_created_exactly_once(stack: Stack) -
     """Twenty reports of the same new session at once, the operator running: one answer
     says created, revision 1 is the reporter's (not the operator's), and the others say
     they changed nothing."""
-    api_botsessions = KubeBotSessions(stack.botsessions.client, stack.namespace, creator="api")
+    api_botsessions = KubeBotSessions(
+        stack.botsessions.objects.client, stack.namespace, creator="api"
+    )
     service = SessionService(api_botsessions, stack.redis, stack.sql, stack.service.settings)
     key = SessionKey("bot-1", "rush")
     with stack.operator():
@@ -203,7 +205,9 @@ async def test_a_botsession_the_api_created_but_never_phased_gets_its_phase_afte
     stack: Stack,
 ) -> None:
     """The API died between its create and its first compare-and-swap."""
-    api_botsessions = KubeBotSessions(stack.botsessions.client, stack.namespace, creator="api")
+    api_botsessions = KubeBotSessions(
+        stack.botsessions.objects.client, stack.namespace, creator="api"
+    )
     key = SessionKey("bot-1", "orphaned-create")
     with stack.operator(BOTSESSION_FIRST_PHASE_GRACE="3s"):
         record, created = await api_botsessions.create(key, IDENTITY)

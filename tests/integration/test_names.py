@@ -57,7 +57,7 @@ async def test_a_botsession_under_its_old_name_is_still_found_and_reported_to(
     key = SessionKey("bot-1", "4915112345678@c.us")
     body = manifest(key, IDENTITY, kube_botsessions.namespace)
     body["metadata"]["name"] = legacy_resource_name(key)
-    await kube_client.request("POST", kube_botsessions.base, json=body)
+    await kube_botsessions.objects.create(body)
     found = await kube_botsessions.get(key)
     assert found is not None and found.name == legacy_resource_name(key)
     result = await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
@@ -74,7 +74,7 @@ async def test_a_name_taken_by_another_session_is_refused_clearly(
     mine, other = SessionKey("bot-1", "mine"), SessionKey("bot-1", "someone-else")
     squatter: dict[str, Any] = manifest(other, IDENTITY, kube_botsessions.namespace)
     squatter["metadata"]["name"] = resource_name(mine)
-    await kube_client.request("POST", kube_botsessions.base, json=squatter)
+    await kube_botsessions.objects.create(squatter)
     with pytest.raises(NameCollision, match="taken by another session"):
         await kube_botsessions.create(mine, IDENTITY)
     record = await kube_botsessions.get(other)

@@ -12,13 +12,12 @@ import signal
 from datetime import timedelta
 from functools import partial
 
-import httpx
 import pytest
 
 from devstack.kubectl import kubectl
 from devstack.process import free_port
 from sessions.adapters.kubernetes.botsessions import resource_name
-from sessions.adapters.kubernetes.client import load_kubeconfig
+from sessions.adapters.kubernetes.client import CustomObjects, KubeClient, load_kubeconfig
 from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
 from sessions.domain.model import (
     Phase,
@@ -113,27 +112,18 @@ async def test_heartbeats_for_two_minutes_cause_at_most_a_few_botsession_writes(
 
 async def count_writes(stack: Stack, name: str, seconds: float) -> int:
     """MODIFIED events of one BotSession seen by a real watch, for `seconds`."""
-    config = load_kubeconfig(stack.plane.kubeconfig)
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{stack.namespace}/{PLURAL}"
-    params = {
-        "watch": "1",
-        "fieldSelector": f"metadata.name={name}",
-        "timeoutSeconds": str(int(seconds)),
-        "allowWatchBookmarks": "false",
-    }
+    client = KubeClient(load_kubeconfig(stack.plane.kubeconfig))
+    objects = CustomObjects(client, GROUP, VERSION, stack.namespace, PLURAL)
     modified = 0
-    async with httpx.AsyncClient(
-        base_url=config.server,
-        verify=config.ssl_context,
-        headers=config.headers(),
-        timeout=seconds + 30,
-    ) as client:
-        initial = (await client.get(path + f"/{name}")).json()["metadata"]["resourceVersion"]
-        params["resourceVersion"] = initial
-        async with client.stream("GET", path, params=params) as response:
-            async for line in response.aiter_lines():
-                if line and json.loads(line)["type"] == "MODIFIED":
-                    modified += 1
+    try:
+        initial = (await objects.get(name))["metadata"]["resourceVersion"]
+        changes = objects.watch(
+            seconds, field_selector=f"metadata.name={name}", resource_version=initial
+        )
+        async for change in changes:
+            modified += change["type"] == "MODIFIED"
+    finally:
+        await client.close()
     return modified
 
 

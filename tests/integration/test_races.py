@@ -166,11 +166,10 @@ async def hold_deletion(botsessions: BotSessions, kube_client: KubeClient | None
     else:
         assert isinstance(botsessions, KubeBotSessions) and kube_client is not None
         record = await fetch(botsessions)
-        await kube_client.request(
-            "PATCH",
-            botsessions.path(record.name),
-            json={"metadata": {"finalizers": ["test.botsession.dev/hold"]}},
-            content_type="application/merge-patch+json",
+        await botsessions.objects.patch(
+            record.name,
+            {"metadata": {"finalizers": ["test.botsession.dev/hold"]}},
+            "application/merge-patch+json",
         )
     await botsessions.delete(KEY, timedelta(0))
     assert (await fetch(botsessions)).deleting
@@ -178,11 +177,10 @@ async def hold_deletion(botsessions: BotSessions, kube_client: KubeClient | None
 
 async def release_deletion(botsessions: BotSessions, kube_client: KubeClient | None) -> None:
     if isinstance(botsessions, KubeBotSessions) and kube_client is not None:
-        await kube_client.request(
-            "PATCH",
-            botsessions.path((await fetch(botsessions)).name),
-            json={"metadata": {"finalizers": None}},
-            content_type="application/merge-patch+json",
+        await botsessions.objects.patch(
+            (await fetch(botsessions)).name,
+            {"metadata": {"finalizers": None}},
+            "application/merge-patch+json",
         )
 
 

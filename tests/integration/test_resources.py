@@ -7,11 +7,12 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from kubernetes.client import Configuration
 
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
 from sessions.adapters.kubernetes.botsessions import KubeBotSessions, phase_patch, resource_name
-from sessions.adapters.kubernetes.client import ApiError, KubeClient, KubeConfig
+from sessions.adapters.kubernetes.client import ApiError, Connection, KubeClient
 from sessions.domain.model import (
     HistoryEntry,
     Identity,
@@ -80,12 +81,8 @@ async def test_cel_rules_agree_with_the_domain_table_on_every_pair(
             continue  # not a transition: a refresh, checked below
         content_type, body = phase_patch(record, entry_for(record, to, reason), T0, T0)
         try:
-            await kube_client.request(
-                "PATCH",
-                kube_botsessions.path(resource_name(key)) + "/status",
-                json=body,
-                content_type=content_type,
-                params={"dryRun": "All"},
+            await kube_botsessions.objects.patch_status(
+                resource_name(key), body, content_type, dry_run="All"
             )
             server_allows = True
         except ApiError as exc:
@@ -114,11 +111,8 @@ async def test_revision_must_grow_with_a_phase_change(
         {"op": "replace", "path": "/status/reason", "value": "Connected"},
     ]
     with pytest.raises(ApiError, match="revision") as refused:
-        await kube_client.request(
-            "PATCH",
-            kube_botsessions.path(resource_name(key)) + "/status",
-            json=ops,
-            content_type="application/json-patch+json",
+        await kube_botsessions.objects.patch_status(
+            resource_name(key), ops, "application/json-patch+json"
         )
     assert refused.value.status == 422
     assert (await kube_botsessions.get(key)) == record
@@ -236,7 +230,8 @@ async def test_delete_waits_and_reports_pending_finalizers(
 
 
 async def test_an_unreachable_api_server_is_store_unavailable() -> None:
-    client = KubeClient(KubeConfig("https://127.0.0.1:1", "default", False, token="x"))
+    configuration = Configuration(host="https://127.0.0.1:1", api_key={"BearerToken": "x"})
+    client = KubeClient(Connection(configuration, "default"))
     with pytest.raises(StoreUnavailable, match="kubernetes is unavailable"):
         await KubeBotSessions(client, "default").get(SessionKey("b", "u"))
     await client.close()

@@ -132,3 +132,16 @@ def test_only_the_redis_store_names_redis_keys() -> None:
         found |= key_literals(package)
     assert set(found) == {"sessions/adapters/redis/store.py", "sessions/domain/settings.py"}, found
     assert found["sessions/domain/settings.py"] == ["botsession:"]
+
+
+def test_only_the_client_module_imports_the_kubernetes_library() -> None:
+    """One place owns the library: its credentials, threads and error mapping
+    (docs/architecture.md, "The Kubernetes client"). kubernetes_asyncio is never used: kopf
+    would import it too (45 MB per process)."""
+    importers = {
+        f
+        for package in ("sessions", "api", "controller", "cli")
+        for f, names in imported_top_modules(package).items()
+        if names & {"kubernetes", "kubernetes_asyncio"}
+    }
+    assert importers == {"sessions/adapters/kubernetes/client.py"}

@@ -17,7 +17,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sessions.adapters.kubernetes.client import ApiError, KubeClient
+from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient
 from sessions.adapters.kubernetes.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from sessions.domain.model import (
     HistoryEntry,
@@ -219,18 +219,14 @@ class KubeBotSessions:
         poll_interval: float = 0.1,
         creator: str | None = None,
     ) -> None:
-        self.client = client
+        self.objects = CustomObjects(client, GROUP, VERSION, namespace, PLURAL)
         self.namespace = namespace
         self.poll_interval = poll_interval
         self.creator = creator
-        self.base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-
-    def path(self, name: str) -> str:
-        return f"{self.base}/{name}"
 
     async def _get_named(self, name: str) -> BotSessionRecord | None:
         try:
-            return record_of(await self.client.request("GET", self.path(name)))
+            return record_of(await self.objects.get(name))
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -251,7 +247,7 @@ class KubeBotSessions:
     ) -> tuple[BotSessionRecord, bool]:
         body = manifest(key, identity, self.namespace, ttl_seconds, self.creator)
         try:
-            return record_of(await self.client.request("POST", self.base, json=body)), True
+            return record_of(await self.objects.create(body)), True
         except ApiError as exc:
             if exc.status != 409:
                 raise
@@ -273,14 +269,7 @@ class KubeBotSessions:
     ) -> BotSessionRecord:
         content_type, body = phase_patch(record, entry, last_seen, expires_at)
         try:
-            return record_of(
-                await self.client.request(
-                    "PATCH",
-                    f"{self.path(record.name)}/status",
-                    json=body,
-                    content_type=content_type,
-                )
-            )
+            return record_of(await self.objects.patch_status(record.name, body, content_type))
         except ApiError as exc:
             raise await self._patch_error(exc, record, entry) from exc
 
@@ -288,11 +277,8 @@ class KubeBotSessions:
         """Write the sync's status fields for `record`'s revision; False when the object
         moved on to another revision or went (its own update event syncs that one)."""
         try:
-            await self.client.request(
-                "PATCH",
-                f"{self.path(record.name)}/status",
-                json=sync_status_patch(record, fields),
-                content_type="application/json-patch+json",
+            await self.objects.patch_status(
+                record.name, sync_status_patch(record, fields), "application/json-patch+json"
             )
         except ApiError as exc:
             if exc.status in (404, 409, 422):
@@ -325,9 +311,7 @@ class KubeBotSessions:
         if record is None:
             return DeleteOutcome.ABSENT
         try:
-            await self.client.request(
-                "DELETE", self.path(record.name), json={"propagationPolicy": "Background"}
-            )
+            await self.objects.delete(record.name, {"propagationPolicy": "Background"})
         except ApiError as exc:
             if exc.status == 404:
                 return DeleteOutcome.DELETED
@@ -348,7 +332,7 @@ class KubeBotSessions:
             "preconditions": {"uid": record.uid, "resourceVersion": record.resource_version},
         }
         try:
-            await self.client.request("DELETE", self.path(record.name), json=body)
+            await self.objects.delete(record.name, body)
         except ApiError as exc:
             if exc.status in (404, 409):
                 return False
@@ -364,12 +348,7 @@ class KubeBotSessions:
             "status": {"lastSeen": format_time(last_seen), "expiresAt": format_time(expires_at)}
         }
         try:
-            await self.client.request(
-                "PATCH",
-                f"{self.path(record.name)}/status",
-                json=body,
-                content_type="application/merge-patch+json",
-            )
+            await self.objects.patch_status(record.name, body, "application/merge-patch+json")
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -383,13 +362,13 @@ class KubeBotSessions:
 
     async def list_all(self, label_selector: str | None = None) -> list[BotSessionRecord]:
         records: list[BotSessionRecord] = []
-        params: dict[str, str] = {"limit": "500"}
+        query: dict[str, Any] = {"limit": 500}
         if label_selector:
-            params["labelSelector"] = label_selector
+            query["label_selector"] = label_selector
         while True:
-            page = await self.client.request("GET", self.base, params=params)
+            page = await self.objects.list(**query)
             records.extend(record_of(item) for item in page.get("items", []))
             token = page.get("metadata", {}).get("continue")
             if not token:
                 return records
-            params["continue"] = token
+            query["_continue"] = token

@@ -1,32 +1,42 @@
-"""A small async Kubernetes API client (httpx): kubeconfig or in-cluster credentials.
+"""The Kubernetes API through the `kubernetes` package: its configuration loading (kubeconfig
+with exec and OIDC plugins, or in-cluster credentials with the rotating service-account
+token) and its API client, called from asyncio on a thread pool, with the project's error
+mapping.
 
-Only what the project needs (custom resources and events), so that neither the API nor the
-operator carries the official client's generated models in memory. Errors become:
-ApiUnavailable (unreachable, 429 throttled, 5xx: retry later) or ApiError (any other
-status, with the server's reason and message).
+Errors become ApiUnavailable (unreachable, timed out, 429 throttled, 5xx: retry later) or
+ApiError (any other status, with the server's reason and message). Why this library and not
+kubernetes_asyncio or a client of our own: docs/architecture.md, "The Kubernetes client".
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import email.utils
-import json as jsonlib
+import functools
+import json
 import os
-import ssl
-import tempfile
-from collections.abc import AsyncIterator
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
-import yaml
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from sessions.domain.model import StoreUnavailable
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+T = TypeVar("T")
+# the OS errors urllib3 lets through (besides its own HTTPError)
+TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 
 
 class ApiUnavailable(StoreUnavailable):
@@ -42,96 +52,51 @@ class ApiError(Exception):
         super().__init__(f"{status} {reason}: {message}")
 
 
-@dataclass(frozen=True)
-class KubeConfig:
-    server: str
+@dataclass
+class Connection:
+    """Where the API server is and how to authenticate (the library's Configuration, whose
+    refresh hook renews exec-plugin, OIDC and service-account tokens before they expire),
+    and the namespace of the kubeconfig's context or of the pod."""
+
+    configuration: k8s.Configuration
     namespace: str
-    ssl_context: ssl.SSLContext | bool
-    token: str | None = None
-    token_file: Path | None = None
-
-    def headers(self) -> dict[str, str]:
-        token = self.token
-        if self.token_file is not None:  # bound service-account tokens rotate: re-read
-            token = self.token_file.read_text().strip()
-        return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _materialize(data: str | None, path: str | None, suffix: str) -> str | None:
-    """A file path for certificate data given inline (base64) or as a file."""
-    if path:
-        return path
-    if not data:
-        return None
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - must outlive this function
-        prefix="botsession-", suffix=suffix, delete=False
+def load_kubeconfig(path: Path | None = None, context: str | None = None) -> Connection:
+    """`path`, or what $KUBECONFIG names (several files are merged), or ~/.kube/config."""
+    configuration = k8s.Configuration()
+    config_file = str(path) if path else None
+    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=config_file,
+        context=context,
+        client_configuration=configuration,
+        persist_config=False,
     )
-    with handle:
-        handle.write(base64.b64decode(data))
-    os.chmod(handle.name, 0o600)
-    return handle.name
+    contexts, active = k8s_config.list_kube_config_contexts(config_file)  # type: ignore[no-untyped-call]
+    if context:
+        active = next(c for c in contexts if c["name"] == context)
+    namespace = (active.get("context") or {}).get("namespace") or "default"
+    return Connection(configuration, namespace)
 
 
-def load_kubeconfig(path: Path, context_name: str | None = None) -> KubeConfig:
-    config = yaml.safe_load(path.read_text())
-    context_name = context_name or config["current-context"]
-    context = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
-    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
-    user: dict[str, Any] = next(
-        (u["user"] for u in config.get("users", []) if u["name"] == context.get("user")), {}
-    )
-    if "exec" in user or "auth-provider" in user:
-        raise ValueError(
-            "kubeconfig exec/auth-provider plugins are not supported; use a token "
-            "or client certificate (or run in-cluster)"
-        )
-    ssl_context: ssl.SSLContext | bool
-    if cluster.get("insecure-skip-tls-verify"):
-        ssl_context = False
-    else:
-        ca_data = cluster.get("certificate-authority-data")
-        ca_file = cluster.get("certificate-authority")
-        if ca_data:
-            ssl_context = ssl.create_default_context(cadata=base64.b64decode(ca_data).decode())
-        else:
-            ssl_context = ssl.create_default_context(cafile=ca_file)
-        cert = _materialize(
-            user.get("client-certificate-data"), user.get("client-certificate"), ".crt"
-        )
-        key = _materialize(user.get("client-key-data"), user.get("client-key"), ".key")
-        if cert and key:
-            ssl_context.load_cert_chain(cert, key)
-    token_file = user.get("tokenFile")
-    return KubeConfig(
-        server=cluster["server"].rstrip("/"),
-        namespace=context.get("namespace", "default"),
-        ssl_context=ssl_context,
-        token=user.get("token"),
-        token_file=Path(token_file) if token_file else None,
-    )
+def load_in_cluster() -> Connection:
+    configuration = k8s.Configuration()
+    k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    namespace = (SERVICE_ACCOUNT / "namespace").read_text().strip()
+    return Connection(configuration, namespace)
 
 
-def load_in_cluster() -> KubeConfig:
-    host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-    if ":" in host:
-        host = f"[{host}]"
-    return KubeConfig(
-        server=f"https://{host}:{port}",
-        namespace=(SERVICE_ACCOUNT / "namespace").read_text().strip(),
-        ssl_context=ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt")),
-        token_file=SERVICE_ACCOUNT / "token",
-    )
-
-
-def load_config(kubeconfig: str | None = None) -> KubeConfig:
-    """$KUBECONFIG (or the given path, or ~/.kube/config), else in-cluster credentials."""
-    candidate = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    path = Path(candidate).expanduser() if candidate else Path("~/.kube/config").expanduser()
-    if path.exists():
-        return load_kubeconfig(path)
-    if "KUBERNETES_SERVICE_HOST" in os.environ:
-        return load_in_cluster()
-    raise ValueError("no kubeconfig found (set KUBECONFIG) and not running in a cluster")
+def load_config(kubeconfig: str | None = None) -> Connection:
+    """The given kubeconfig; else, as kopf's login does, the pod's service account when
+    running in a cluster, then $KUBECONFIG or ~/.kube/config."""
+    try:
+        if kubeconfig:
+            return load_kubeconfig(Path(kubeconfig).expanduser())
+        if "KUBERNETES_SERVICE_HOST" in os.environ:
+            return load_in_cluster()
+        return load_kubeconfig()
+    except k8s_config.ConfigException as exc:
+        raise ValueError(f"no usable Kubernetes credentials: {exc}") from exc
 
 
 def retry_after_seconds(value: str | None, default: float = 1.0) -> float:
@@ -152,84 +117,196 @@ def retry_after_seconds(value: str | None, default: float = 1.0) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-class KubeClient:
-    def __init__(
-        self, config: KubeConfig, timeout: float = 10.0, max_connections: int = 50
-    ) -> None:
-        self.config = config
-        self.http = httpx.AsyncClient(
-            base_url=config.server,
-            verify=config.ssl_context,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
-        )
-        # Callers queue here, not in httpcore's pool: its bookkeeping is linear in the number
-        # of waiting requests, so 1,000 concurrent callers (the operator during a burst of
-        # creations) cost 5-10x the CPU per request (docs/benchmarks.md, "Operator at scale").
-        # No deadline for the wait: every request in flight has the timeout, so the queue
-        # moves; a deadline would fail a burst's handlers only for being many.
-        self._slots = asyncio.Semaphore(max_connections)
+def _error_of(exc: ApiException, what: str) -> Exception:
+    status = int(exc.status or 0)
+    if status == 0 or status == 429 or status >= 500:
+        retry_after = retry_after_seconds((exc.headers or {}).get("Retry-After"))
+        return ApiUnavailable(f"{what}: HTTP {status}", retry_after)
+    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body or ""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        found = {}
+    details = found if isinstance(found, dict) else {}
+    return ApiError(status, details.get("reason", ""), details.get("message", body[:500]))
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> dict[str, Any]:
-        headers = {**self.config.headers(), "Accept": "application/json"}
-        if json is not None:
-            headers["Content-Type"] = content_type
-        await self._slots.acquire()
+
+class KubeClient:
+    """One API server connection pool for the process. `call` runs one operation of the
+    generated API (`client.custom.get_namespaced_custom_object`, ...) on the client's thread
+    pool, with the timeout and the error mapping; `watch` streams a watch of a list
+    operation."""
+
+    def __init__(
+        self, connection: Connection, timeout: float = 10.0, max_connections: int = 50
+    ) -> None:
+        configuration = connection.configuration
+        configuration.connection_pool_maxsize = max_connections
+        # no retries inside a call: a failure reaches the caller, whose retry is bounded
+        # (kopf's backoff, the API's 503 with Retry-After)
+        configuration.retries = False
+        self.connection = connection
+        self.timeout = timeout
+        self.api = k8s.ApiClient(configuration)
+        self.custom = k8s.CustomObjectsApi(self.api)
+        self.core = k8s.CoreV1Api(self.api)
+        # Callers queue in the pool's queue (O(1) per waiting caller; a cancelled caller's
+        # call is dropped before it starts). One thread per connection.
+        self._calls = ThreadPoolExecutor(max_connections, thread_name_prefix="kubernetes")
+
+    @property
+    def namespace(self) -> str:
+        return self.connection.namespace
+
+    async def call(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        what = getattr(operation, "__name__", "request")
+        call = functools.partial(operation, *args, _request_timeout=self.timeout, **kwargs)
         try:
-            response = await self.http.request(
-                method, path, json=json, params=params, headers=headers
-            )
-        except httpx.TransportError as exc:
-            raise ApiUnavailable(f"{method} {path}: {exc.__class__.__name__}") from exc
-        finally:
-            self._slots.release()
-        if response.status_code == 429 or response.status_code >= 500:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            raise ApiUnavailable(f"{method} {path}: HTTP {response.status_code}", retry_after)
-        if response.status_code >= 400:
-            try:
-                status = response.json()
-            except ValueError:
-                status = {}
-            raise ApiError(
-                response.status_code,
-                status.get("reason", ""),
-                status.get("message", response.text[:500]),
-            )
-        body: dict[str, Any] = response.json()
-        return body
+            return await asyncio.get_running_loop().run_in_executor(self._calls, call)
+        except ApiException as exc:
+            raise _error_of(exc, what) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise ApiUnavailable(f"{what}: {exc.__class__.__name__}") from exc
 
     async def watch(
-        self, path: str, params: dict[str, str], timeout: float
+        self, operation: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any
     ) -> AsyncIterator[dict[str, Any]]:
-        """The events of one watch request ({"type", "object"}), until the server ends it.
-        It holds one connection for up to `timeout` seconds, outside the request slots."""
-        headers = {**self.config.headers(), "Accept": "application/json"}
-        limits = httpx.Timeout(10.0, read=timeout + 30.0)
+        """The events of one watch request ({"type", "object"}), until the server ends it
+        (after `timeout` seconds at the latest). The response is read on a thread of its
+        own; a watch given up (cancelled) shuts its socket down, which ends that thread's
+        blocking read (closing the response from here would wait for the read instead)."""
+        what = getattr(operation, "__name__", "watch")
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+        reading: list[Any] = []  # the response, once the thread has it
+        start = functools.partial(
+            operation,
+            *args,
+            watch=True,
+            timeout_seconds=int(timeout),
+            _preload_content=False,
+            _request_timeout=(10.0, timeout + 30.0),
+            **kwargs,
+        )
+
+        def hand_over(item: str | BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
+                loop.call_soon_threadsafe(lines.put_nowait, item)
+
+        def read() -> None:
+            try:
+                response = start()
+                reading.append(response)
+                try:
+                    for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                        if stop.is_set():
+                            return
+                        if line:
+                            hand_over(line)
+                finally:
+                    response.close()
+                hand_over(None)
+            except BaseException as exc:  # handed to the reader, who raises it
+                if not stop.is_set():
+                    hand_over(exc)
+
+        threading.Thread(target=read, name="kubernetes-watch", daemon=True).start()
         try:
-            async with self.http.stream(
-                "GET",
-                path,
-                params={**params, "watch": "true", "timeoutSeconds": str(int(timeout))},
-                headers=headers,
-                timeout=limits,
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise ApiError(response.status_code, "", response.text[:500])
-                async for line in response.aiter_lines():
-                    if line:
-                        yield jsonlib.loads(line)
-        except httpx.TransportError as exc:
-            raise ApiUnavailable(f"watch {path}: {exc.__class__.__name__}") from exc
+            while (item := await lines.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield json.loads(item)
+        except ApiException as exc:
+            raise _error_of(exc, what) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise ApiUnavailable(f"watch {what}: {exc.__class__.__name__}") from exc
+        finally:
+            stop.set()
+            for response in reading:
+                _interrupt(response)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        self.api.close()  # type: ignore[no-untyped-call]
+
+
+def _interrupt(response: Any) -> None:
+    """End a read blocked on `response` in another thread: shut its socket down."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _body(value: object) -> dict[str, Any]:
+    """A custom object's operations are typed `object`: they return the decoded JSON."""
+    if not isinstance(value, dict):
+        raise ApiError(0, "UnexpectedBody", f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class CustomObjects:
+    """One custom resource in one namespace: the calls the project makes on it."""
+
+    client: KubeClient
+    group: str
+    version: str
+    namespace: str
+    plural: str
+
+    def _where(self) -> tuple[str, str, str, str]:
+        return self.group, self.version, self.namespace, self.plural
+
+    async def get(self, name: str) -> dict[str, Any]:
+        api = self.client.custom
+        return _body(await self.client.call(api.get_namespaced_custom_object, *self._where(), name))
+
+    async def list(self, **query: Any) -> dict[str, Any]:
+        """One page; query: label_selector, limit, _continue, resource_version."""
+        api = self.client.custom
+        return _body(
+            await self.client.call(api.list_namespaced_custom_object, *self._where(), **query)
+        )
+
+    def watch(self, timeout: float, **query: Any) -> AsyncIterator[dict[str, Any]]:
+        api = self.client.custom
+        return self.client.watch(
+            api.list_namespaced_custom_object, *self._where(), timeout=timeout, **query
+        )
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        api = self.client.custom
+        return _body(
+            await self.client.call(api.create_namespaced_custom_object, *self._where(), body)
+        )
+
+    async def patch(
+        self, name: str, patch: Any, content_type: str, **options: Any
+    ) -> dict[str, Any]:
+        """`patch` as `content_type` says: a JSON patch (a list) or a merge patch;
+        options: dry_run, field_manager."""
+        operation = self.client.custom.patch_namespaced_custom_object
+        return _body(
+            await self.client.call(
+                operation, *self._where(), name, patch, _content_type=content_type, **options
+            )
+        )
+
+    async def patch_status(
+        self, name: str, patch: Any, content_type: str, **options: Any
+    ) -> dict[str, Any]:
+        """The same on the status subresource."""
+        operation = self.client.custom.patch_namespaced_custom_object_status
+        return _body(
+            await self.client.call(
+                operation, *self._where(), name, patch, _content_type=content_type, **options
+            )
+        )
+
+    async def delete(self, name: str, options: dict[str, Any]) -> None:
+        api = self.client.custom
+        await self.client.call(
+            api.delete_namespaced_custom_object, *self._where(), name, body=options
+        )

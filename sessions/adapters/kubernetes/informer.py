@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from sessions.adapters.kubernetes.botsessions import record_of
-from sessions.adapters.kubernetes.client import ApiError, KubeClient
+from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient
 from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
 from sessions.domain.logs import event
 from sessions.domain.records import BotSessionRecord
@@ -45,8 +45,7 @@ class BotSessionIndex:
         watch_timeout: float = 270.0,
         retry_delay: float = 1.0,
     ) -> None:
-        self._client = client
-        self._path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        self._objects = CustomObjects(client, GROUP, VERSION, namespace, PLURAL)
         self._page_size = page_size
         self._watch_timeout = watch_timeout
         self._retry_delay = retry_delay
@@ -82,10 +81,10 @@ class BotSessionIndex:
 
     async def _list(self) -> str:
         fresh: dict[str, BotSessionRecord] = {}
-        params = {"limit": str(self._page_size)}
+        query: dict[str, Any] = {"limit": self._page_size}
         while True:
             try:
-                page = await self._client.request("GET", self._path, params=params)
+                page = await self._objects.list(**query)
             except ApiError as exc:
                 if exc.status == 410:  # the continue token expired: start over
                     raise WatchExpired from exc
@@ -96,12 +95,14 @@ class BotSessionIndex:
             if not meta.get("continue"):
                 self._records = fresh
                 return str(meta.get("resourceVersion", ""))
-            params["continue"] = meta["continue"]
+            query["_continue"] = meta["continue"]
 
     async def _watch(self, version: str) -> None:
         while True:
-            params = {"resourceVersion": version, "allowWatchBookmarks": "true"}
-            async for change in self._client.watch(self._path, params, self._watch_timeout):
+            changes = self._objects.watch(
+                self._watch_timeout, resource_version=version, allow_watch_bookmarks=True
+            )
+            async for change in changes:
                 version = self._apply(change) or version
 
     def _apply(self, change: dict[str, Any]) -> str | None:

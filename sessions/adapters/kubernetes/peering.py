@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sessions.adapters.kubernetes.client import ApiError, KubeClient
+from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient
 from sessions.domain.model import parse_time, utcnow
 
 
@@ -51,9 +51,9 @@ class KopfPeers:
     priority: int
 
     async def active(self) -> bool:
-        path = f"/apis/kopf.dev/v1/namespaces/{self.namespace}/kopfpeerings/{self.name}"
+        peerings = CustomObjects(self.client, "kopf.dev", "v1", self.namespace, "kopfpeerings")
         try:
-            body = await self.client.request("GET", path)
+            body = await peerings.get(self.name)
         except ApiError as exc:
             if exc.status == 404:  # kopf has not registered anybody yet
                 return True
