@@ -20,7 +20,7 @@ from devstack.controlplane import ControlPlane
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
 from sessions.domain.model import SessionKey
-from sessions.usecases.housekeeping import resync
+from sessions.usecases.housekeeping import ResyncReport, resync
 from tests.conftest import eventually
 from tests.integration.test_api import API_SETTINGS, BOT, IDENTITY, USER, V1, Api, auth, serve
 
@@ -112,14 +112,7 @@ async def test_a_hung_redis_costs_each_request_at_most_its_budget(
                 for _s, _t, r in answers.seen["report"]
             ]
             assert await api.runtime.redis.get(pending[0]) is None
-            records = [r for r in await api.runtime.botsessions.list_bot(BOT) if r.phase]
-            report = await resync(
-                api.runtime.botsessions,
-                api.runtime.redis,
-                api.runtime.sql,
-                records,
-                api.runtime.settings,
-            )
+            report = await _resync_bot(api)
             assert report.redis_restored >= len(pending)
             assert await api.runtime.redis.get(pending[0]) is not None
 
@@ -150,15 +143,15 @@ async def test_a_hung_database_costs_each_request_at_most_its_budget(
             assert 'botsession_api_store_timeouts_total{store="database"}' in metrics
             # afterwards the database is used again, and healed from the BotSessions
             await eventually(lambda: _database_answers(api), timeout=15)
-            records = [r for r in await api.runtime.botsessions.list_bot(BOT) if r.phase]
-            report = await resync(
-                api.runtime.botsessions,
-                api.runtime.redis,
-                api.runtime.sql,
-                records,
-                api.runtime.settings,
-            )
+            report = await _resync_bot(api)
             assert report.rows_restored >= len(answers.seen["report"])
+
+
+async def _resync_bot(api: Api) -> ResyncReport:
+    """The operator's resync, run here directly on the bot's BotSessions."""
+    runtime = api.runtime
+    records = [r for r in await runtime.botsessions.list_bot(BOT) if r.phase]
+    return await resync(runtime.botsessions, runtime.redis, runtime.sql, records, runtime.settings)
 
 
 async def _answered_by(api: Api, source: str) -> bool:
