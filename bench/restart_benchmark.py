@@ -29,8 +29,10 @@ The botsession operator (namespace `bench`):
    (b) seconds until the operator's metrics endpoint says all were resumed
        (`botsession_resumed_total` >= N or, as the operator now names it,
        `botsession_handled_objects_total` >= N + the 2 new ones: objects handled at least
-       once since the start), and until N "Resuming is processed" lines are in the
-       operator's log (kopf writes one per object whose resume handlers finished);
+       once since the start), and until N + the new ones "Resuming is processed" or
+       "Creation is processed" lines are in the operator's log (kopf writes one per object
+       whose handlers finished: resumed, or created when kopf itself never reached it before
+       the SIGTERM because the catch-up synced it);
    (c) the process's CPU seconds and peak RSS (VmHWM) from its spawn until all were
        resumed, and its VmRSS and CPU over the `--steady-seconds` (30) that follow;
    (d) then one old BotSession is deleted: seconds until it is gone (its finalizer ran;
@@ -118,7 +120,7 @@ TARGET_NEW_SYNCED_S = 10.0
 # the new BotSessions' bot: their names sort after every old one's ("bench-bot-..."); the API
 # server lists in name order and kopf queues the listed objects in that order
 NEW_BOT = "zz-restart"
-RESUMED_LINE = b"Resuming is processed"
+HANDLED_LINES = (b"Resuming is processed", b"Creation is processed")
 # the operator's count of resumed objects: botsession_resumed_total counts resumes (reaches N);
 # its successor botsession_handled_objects_total counts every object handled at least once
 # since the start, the new ones too (reaches N + the new ones)
@@ -148,7 +150,7 @@ class Restart:
     resumed_s: float | None = None  # (b) botsession_resumed_total >= N
     resumed_metric: str = ""  # which of RESUMED_METRICS the operator exposes
     resumed_count: float | None = None  # its last value read
-    resumed_logged_s: float | None = None  # (b) N "Resuming is processed" lines logged
+    resumed_logged_s: float | None = None  # (b) N + the new ones' "... is processed" lines
     resumed_logged: int = 0
     window: Window | None = None  # (c) from the spawn until all resumed
     steady: Window | None = None  # (c) the --steady-seconds after that
@@ -195,10 +197,10 @@ def since(started: float) -> float:
 
 
 class LogCounter:
-    """Counts a needle in a growing log file, reading only what was appended."""
+    """Counts needles in a growing log file, reading only what was appended."""
 
-    def __init__(self, path: Path, needle: bytes) -> None:
-        self.path, self.needle = path, needle
+    def __init__(self, path: Path, needles: tuple[bytes, ...]) -> None:
+        self.path, self.needles = path, needles
         self.offset, self.total = 0, 0
 
     def count(self) -> int:
@@ -206,7 +208,7 @@ class LogCounter:
             file.seek(self.offset)
             chunk = file.read()
             end = chunk.rfind(b"\n") + 1
-            self.total += chunk[:end].count(self.needle)
+            self.total += sum(chunk[:end].count(needle) for needle in self.needles)
             self.offset += end
         return self.total
 
@@ -332,13 +334,13 @@ async def resumed_metric(
 async def resumed_logged(
     path: Path, count: int, timeout: float, started: float, out: Restart
 ) -> None:
-    counter = LogCounter(path, RESUMED_LINE)
+    counter = LogCounter(path, HANDLED_LINES)
 
     async def check() -> bool:
         out.resumed_logged = counter.count()
         return out.resumed_logged >= count
 
-    waited = await wait_for(check, timeout, 0.5, "'Resuming is processed' lines")
+    waited = await wait_for(check, timeout, 0.5, "'Resuming/Creation is processed' lines")
     out.resumed_logged_s = None if waited is None else since(started)
 
 
@@ -356,7 +358,8 @@ async def resumed(
     n, timeout = bench.args.sessions, bench.args.timeout
     counts = dict(zip(RESUMED_METRICS, (n, n + len(who.creators)), strict=True))
     async with asyncio.TaskGroup() as group:
-        group.create_task(resumed_logged(process.log_path, n, timeout, started, out))
+        handled = n + len(who.creators)
+        group.create_task(resumed_logged(process.log_path, handled, timeout, started, out))
         if url is not None:
             group.create_task(resumed_metric(url, counts, timeout, started, out))
     out.window = meter.end(mark)
@@ -652,7 +655,7 @@ def restart_rows(n: int, ours: Restart, floor: Restart | None) -> list[Row]:
             "n/a (no metrics)",
         ),
         (
-            f"(b) {n:,} 'Resuming is processed' lines logged (s)",
+            f"(b) {n:,} + the new ones 'Resuming/Creation is processed' lines logged (s)",
             "",
             f"{fmt(ours.resumed_logged_s)} ({ours.resumed_logged:,} lines)",
             f"{fmt(floor.resumed_logged_s)} ({floor.resumed_logged:,} lines)" if floor else "-",
