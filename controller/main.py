@@ -13,7 +13,13 @@ import kopf
 
 from controller.handlers import Peering, registry
 from controller.housekeeping_loop import runner_name
-from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient, load_config
+from sessions.adapters.kubernetes.client import (
+    ApiError,
+    CustomObjects,
+    KubeClient,
+    hand_over_quickly,
+    load_config,
+)
 from sessions.domain import logs, privacy
 from sessions.domain.settings import SettingsError, load_settings
 
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         settings.fingerprint_key.get_secret_value() if settings.fingerprint_key else None
     )
     memo = kopf.Memo(settings=settings, peering=peering)
+    hand_over_quickly()
 
     async def operate() -> None:
         if args.peering:

@@ -54,7 +54,7 @@ def event_manifest(
 
 async def _post_event(client: KubeClient, namespace: str, body: dict[str, Any]) -> bool:
     try:
-        await client.call(client.core.create_namespaced_event, namespace, body)
+        await client.create_event(namespace, body)
     except ApiError as exc:
         if exc.status == 409:  # already posted under this name
             return False
