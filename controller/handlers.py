@@ -13,15 +13,11 @@ from controller import metrics
 from controller.catch_up import CatchUp
 from controller.housekeeping_loop import HousekeepingLoop
 from controller.sync import sync_and_mark
-from sessions.adapters.kubernetes.botsessions import (
-    BOT_LABEL,
-    bot_label,
-    record_of,
-)
+from sessions.adapters.kubernetes.botsessions import kept_labels, record_of
 from sessions.adapters.kubernetes.crd import FINALIZER, GROUP, PLURAL, VERSION
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.kubernetes.peering import Activity, KopfPeers, Standalone
-from sessions.domain.model import utcnow
+from sessions.domain.model import InvalidSessionInput, SessionKey, utcnow
 from sessions.domain.settings import Settings
 from sessions.runtime import Runtime
 from sessions.usecases.reconcile import cleanup_deleted, conditions, first_phase_awaited
@@ -128,12 +124,21 @@ def in_step(body: kopf.Body) -> bool:
     status.revision, and under load it re-runs the create with a stale body once its
     consistency timeout (5 s) passes."""
     status, meta = body.status, body.metadata
-    return bool(
+    synced = bool(
         status.get("phase")
         and status.get("syncedRevision") == status.get("revision")
         and status.get("observedGeneration") == meta.get("generation")
-        and meta.labels.get(BOT_LABEL) == bot_label(body.spec.get("botId", ""))
     )
+    return synced and labels_missing(body) == {}
+
+
+def labels_missing(body: kopf.Body) -> dict[str, str]:
+    try:
+        key = SessionKey(body.spec.get("botId", ""), body.spec.get("userId", ""))
+    except InvalidSessionInput:
+        return {}  # not a BotSession the sync can read: it says so itself
+    wanted = kept_labels(body.metadata.get("name", ""), key)
+    return {k: v for k, v in wanted.items() if body.metadata.labels.get(k) != v}
 
 
 @kopf.on.resume(*RESOURCE, registry=registry)
@@ -160,9 +165,8 @@ async def sync(
     record = record_of(dict(body))
     if first_phase_awaited(record, utcnow(), runtime.settings.first_phase_grace):
         return  # the API's first phase is an update of status.revision: synced then
-    label = bot_label(record.key.bot_id)
-    if body.metadata.labels.get(BOT_LABEL) != label:  # so lookups by bot find hand-made ones
-        patch.metadata.labels[BOT_LABEL] = label
+    for label, value in labels_missing(body).items():  # lookups by bot, and by alias
+        patch.metadata.labels[label] = value
     outcome = await sync_and_mark(
         runtime, record, body.metadata.get("generation"), body.status.get("conditions")
     )

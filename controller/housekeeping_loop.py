@@ -22,6 +22,7 @@ from controller import metrics
 from sessions.adapters.kubernetes.events import post_operator_warning
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.kubernetes.peering import Activity
+from sessions.adapters.redis.lease import LeaseLost
 from sessions.domain.logs import event
 from sessions.domain.model import Phase, StoreUnavailable, to_millis
 from sessions.runtime import Runtime
@@ -84,6 +85,8 @@ class HousekeepingLoop:
             self.lead(False)
 
     def lead(self, leader: bool) -> None:
+        if leader != self.leading:
+            event(log, "housekeeping lease taken" if leader else "housekeeping lease let go")
         self.leading = leader
         metrics.SWEEP_LEADER.set(int(leader))
 
@@ -98,7 +101,6 @@ class HousekeepingLoop:
         return self.active
 
     async def step(self) -> None:
-        loop = asyncio.get_running_loop()
         if self.index.filled.is_set():
             self.publish_phases()
         if not await self.may_lead():
@@ -114,6 +116,15 @@ class HousekeepingLoop:
         self.lead(leader)
         if not leader:
             return
+        try:
+            await self.lease.kept_during(self.lead_step(), every=LEASE_TTL / 3)
+        except LeaseLost as exc:
+            self.lead(False)
+            event(log, "housekeeping lease lost; pass cancelled", logging.WARNING, error=str(exc))
+
+    async def lead_step(self) -> None:
+        """The leader's work, under the lease (kept however long a pass takes)."""
+        loop = asyncio.get_running_loop()
         # here rather than a kopf timer per connecting object: with any timer, kopf keeps the
         # latest full body of every object in memory (docs/benchmarks.md, "Operator at scale")
         runtime, settings, records = self.runtime, self.runtime.settings, self.records()

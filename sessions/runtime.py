@@ -1,19 +1,25 @@
 """Opening and closing everything a process needs, from the settings: the Redis and SQL
-stores, the Kubernetes client, the BotSessions of the configured namespace, the use-cases."""
+stores, the Kubernetes client, the BotSessions of the configured namespace (with the index of
+the custom-named ones, kept current while the runtime is open), the use-cases."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
 
 from sessions.adapters.guard import GuardObserver
-from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.kubernetes.botsessions import CUSTOM_NAMED, KubeBotSessions
 from sessions.adapters.kubernetes.client import KubeClient, load_config
+from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.redis.store import RedisKeys, RedisStore, connect
 from sessions.adapters.sql.migrate import upgrade
 from sessions.adapters.sql.store import SqlStore, create_engine
 from sessions.domain.settings import Settings
 from sessions.usecases.reconcile import Reconciler
 from sessions.usecases.service import SessionService
+
+ALIASES_WAIT = 5.0  # seconds
 
 
 @dataclass
@@ -24,6 +30,7 @@ class Runtime:
     kube: KubeClient
     botsessions: KubeBotSessions
     service: SessionService
+    watching: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def namespace(self) -> str:
@@ -61,12 +68,19 @@ class Runtime:
         )
         if migrate:
             await upgrade(sql.engine)
+        namespace = settings.namespace or connection.namespace
+        aliases = BotSessionIndex(kube, namespace, label_selector=CUSTOM_NAMED)
         # only the API creates BotSessions (a first report), and it writes their first phase
-        botsessions = KubeBotSessions(
-            kube, settings.namespace or connection.namespace, creator="api"
-        )
+        botsessions = KubeBotSessions(kube, namespace, creator="api", aliases=aliases.name_of)
         service = SessionService(botsessions, redis, sql, settings)
-        return cls(settings, redis, sql, kube, botsessions, service)
+        runtime = cls(settings, redis, sql, kube, botsessions, service)
+        runtime.watching.append(asyncio.create_task(aliases.run()))
+        # usually empty: one short LIST. Until it has been read, a custom-named BotSession
+        # would not be found (a report for it would create a second one under the derived
+        # name); when the API server is down the stores still serve, so do not wait long.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(aliases.filled.wait(), ALIASES_WAIT)
+        return runtime
 
     def observe(self, observer: GuardObserver) -> None:
         """Count what the stores' guards do (sessions.adapters.guard), e.g. into metrics."""
@@ -74,6 +88,9 @@ class Runtime:
         self.sql.guard.observer = observer
 
     async def close(self) -> None:
+        for task in self.watching:
+            task.cancel()
+        await asyncio.gather(*self.watching, return_exceptions=True)
         await self.redis.close()
         await self.sql.close()
         await self.kube.close()

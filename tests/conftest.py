@@ -17,8 +17,9 @@ from devstack.kubectl import install_crds, kubectl
 from devstack.operator_process import OperatorProcess
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
-from sessions.adapters.kubernetes.botsessions import KubeBotSessions
+from sessions.adapters.kubernetes.botsessions import CUSTOM_NAMED, KubeBotSessions
 from sessions.adapters.kubernetes.client import KubeClient, load_kubeconfig
+from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.redis.store import RedisStore, connect
 from sessions.adapters.sql.migrate import upgrade
 from sessions.adapters.sql.store import SqlStore, create_engine
@@ -146,8 +147,18 @@ async def kube_client(controlplane: ControlPlane) -> AsyncIterator[KubeClient]:
 
 
 @pytest.fixture
-def kube_botsessions(kube_client: KubeClient, namespace: str) -> KubeBotSessions:
-    return KubeBotSessions(kube_client, namespace)
+async def kube_botsessions(
+    kube_client: KubeClient, namespace: str
+) -> AsyncIterator[KubeBotSessions]:
+    """As the runtime wires them: with the index of the custom-named ones."""
+    aliases = BotSessionIndex(kube_client, namespace, label_selector=CUSTOM_NAMED)
+    task = asyncio.create_task(aliases.run())
+    await asyncio.wait_for(aliases.filled.wait(), 10)
+    try:
+        yield KubeBotSessions(kube_client, namespace, aliases=aliases.name_of)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def eventually(

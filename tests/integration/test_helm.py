@@ -166,7 +166,11 @@ def test_api_as_its_own_deployment_with_monitoring() -> None:
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout) if d}
     api_role = docs[("Role", "t-botsession-api")]
     verbs = {v for rule in api_role["rules"] for v in rule["verbs"]}
-    assert "watch" not in verbs and "update" not in verbs  # least privilege for the API
+    # least privilege for the API: no update, no patch of the object (only of its status)
+    assert "update" not in verbs and "watch" in verbs
+    assert [r["verbs"] for r in api_role["rules"] if r["resources"] == ["botsessions"]] == [
+        ["get", "list", "watch", "create", "delete"]
+    ]
     operator_role = docs[("Role", "t-botsession-operator")]
     operator_verbs = {v for rule in operator_role["rules"] for v in rule["verbs"]}
     assert "update" not in operator_verbs

@@ -10,14 +10,32 @@ from typing import Any
 
 import pytest
 
-from sessions.adapters.kubernetes.botsessions import KubeBotSessions, manifest, resource_name
+from devstack.controlplane import ControlPlane
+from sessions.adapters.kubernetes.botsessions import (
+    CUSTOM_NAME,
+    NAME_LABEL,
+    KubeBotSessions,
+    kept_labels,
+    manifest,
+    resource_name,
+)
 from sessions.adapters.kubernetes.client import KubeClient
 from sessions.adapters.kubernetes.crd import API_VERSION, KIND
 from sessions.adapters.redis.store import RedisStore
 from sessions.adapters.sql.store import SqlStore
-from sessions.domain.model import Identity, NameCollision, Phase, ReportedState, SessionKey
+from sessions.domain.model import (
+    Identity,
+    NameCollision,
+    Phase,
+    ReportedState,
+    SessionKey,
+    SessionNotFound,
+)
 from sessions.domain.settings import load_settings
 from sessions.usecases.service import SessionService
+from tests.conftest import eventually
+
+MERGE_PATCH = "application/merge-patch+json"
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +65,8 @@ def legacy_resource_name(key: SessionKey) -> str:
     return f"{slug}-{digest}"
 
 
-async def test_a_botsession_under_its_old_name_is_still_found_and_reported_to(
+async def test_a_botsession_under_its_old_name_is_found_once_labelled_and_reported_to(
     kube_botsessions: KubeBotSessions,
-    kube_client: KubeClient,
     redis_store: RedisStore,
     sql_store: SqlStore,
 ) -> None:
@@ -58,12 +75,48 @@ async def test_a_botsession_under_its_old_name_is_still_found_and_reported_to(
     body = manifest(key, IDENTITY, kube_botsessions.namespace)
     body["metadata"]["name"] = legacy_resource_name(key)
     await kube_botsessions.objects.create(body)
-    found = await kube_botsessions.get(key)
-    assert found is not None and found.name == legacy_resource_name(key)
+    # what the operator does with every BotSession whose name is not the derived one
+    labels = kept_labels(body["metadata"]["name"], key)
+    assert labels[NAME_LABEL] == CUSTOM_NAME
+    patch = {"metadata": {"labels": labels}}
+    await kube_botsessions.objects.patch(body["metadata"]["name"], patch, MERGE_PATCH)
+    found = await eventually(lambda: kube_botsessions.get(key))
+    assert found.name == legacy_resource_name(key)
     result = await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
     assert not result.created and result.state.phase is Phase.ACTIVE
     again = await kube_botsessions.get(key)
     assert again is not None and again.name == legacy_resource_name(key)
+
+
+def botsession_lists(plane: ControlPlane) -> float:
+    """LIST requests for BotSessions the API server has answered (its own counter)."""
+    total = 0.0
+    for line in plane.apiserver.get("/metrics").splitlines():
+        if (
+            line.startswith("apiserver_request_total{")
+            and 'resource="botsessions"' in line
+            and 'verb="LIST"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_a_lookup_miss_costs_one_get_and_no_list(
+    kube_botsessions: KubeBotSessions,
+    redis_store: RedisStore,
+    sql_store: SqlStore,
+    controlplane: ControlPlane,
+) -> None:
+    """A first report, a heartbeat for an unknown user and a clear of an absent session each
+    look the session up: 50 users of one bot must not cost 50 LISTs of the bot."""
+    service = SessionService(kube_botsessions, redis_store, sql_store, load_settings())
+    before = botsession_lists(controlplane)
+    for i in range(50):
+        await service.report(SessionKey("bot-many", f"user-{i}"), ReportedState.CONNECTING)
+        assert await kube_botsessions.get(SessionKey("bot-many", f"nobody-{i}")) is None
+    with pytest.raises(SessionNotFound):
+        await service.heartbeat(SessionKey("bot-many", "made-up"))
+    assert botsession_lists(controlplane) == before
 
 
 async def test_a_name_taken_by_another_session_is_refused_clearly(
@@ -77,6 +130,10 @@ async def test_a_name_taken_by_another_session_is_refused_clearly(
     await kube_botsessions.objects.create(squatter)
     with pytest.raises(NameCollision, match="taken by another session"):
         await kube_botsessions.create(mine, IDENTITY)
-    record = await kube_botsessions.get(other)
-    assert record is not None and record.name == resource_name(mine)
+    # the squatter is custom-named for its own key: found once labelled, as the operator does
+    name = resource_name(mine)
+    patch = {"metadata": {"labels": kept_labels(name, other)}}
+    await kube_botsessions.objects.patch(name, patch, MERGE_PATCH)
+    record = await eventually(lambda: kube_botsessions.get(other))
+    assert record.name == resource_name(mine)
     assert (record.key, API_VERSION, KIND) == (other, "botsession.dev/v1alpha1", "BotSession")

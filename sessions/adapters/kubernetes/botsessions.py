@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,11 @@ from sessions.domain.model import (
 from sessions.domain.records import BotSessionRecord, DeleteOutcome
 
 BOT_LABEL = f"{GROUP}/bot"
+# on BotSessions whose name is not resource_name(key) (made by hand, or named before names
+# stopped holding the user id): the operator stamps it, and lookups find them by it
+NAME_LABEL = f"{GROUP}/name"
+CUSTOM_NAME = "custom"
+CUSTOM_NAMED = f"{NAME_LABEL}={CUSTOM_NAME}"
 # on BotSessions the API creates: it writes their first phase itself, so the operator
 # leaves them phaseless for a grace period instead of racing it (its actor would win)
 CREATED_BY = f"{GROUP}/created-by"
@@ -63,6 +69,15 @@ def bot_label(bot_id: str) -> str:
     if _LABEL_VALUE.match(bot_id):
         return bot_id
     return "sha-" + hashlib.sha256(bot_id.encode()).hexdigest()[:40]
+
+
+def kept_labels(name: str, key: SessionKey) -> dict[str, str]:
+    """The labels the operator keeps on a BotSession: its bot's, and CUSTOM_NAMED when its
+    name is not the derived one (so that lookups find it without a LIST)."""
+    labels = {BOT_LABEL: bot_label(key.bot_id)}
+    if name != resource_name(key):
+        labels[NAME_LABEL] = CUSTOM_NAME
+    return labels
 
 
 def _entry_json(entry: HistoryEntry) -> dict[str, Any]:
@@ -210,7 +225,9 @@ def sync_status_patch(record: BotSessionRecord, fields: dict[str, Any]) -> list[
 
 class KubeBotSessions:
     """BotSessions in one namespace. `creator` ("api" in the API) marks the objects this
-    instance creates as ones whose first phase it writes itself (CREATED_BY)."""
+    instance creates as ones whose first phase it writes itself (CREATED_BY). `aliases`
+    names the custom-named BotSession of a key, if there is one (an index of the objects
+    labelled CUSTOM_NAMED, held in memory: sessions.runtime)."""
 
     def __init__(
         self,
@@ -218,11 +235,13 @@ class KubeBotSessions:
         namespace: str,
         poll_interval: float = 0.1,
         creator: str | None = None,
+        aliases: Callable[[SessionKey], str | None] | None = None,
     ) -> None:
         self.objects = CustomObjects(client, GROUP, VERSION, namespace, PLURAL)
         self.namespace = namespace
         self.poll_interval = poll_interval
         self.creator = creator
+        self.aliases = aliases
 
     async def _get_named(self, name: str) -> BotSessionRecord | None:
         try:
@@ -233,14 +252,20 @@ class KubeBotSessions:
             raise
 
     async def get(self, key: SessionKey) -> BotSessionRecord | None:
-        """By the derived name (one GET); a BotSession made by hand under another name, or
-        created before names stopped holding the user id, is found through the bot label,
-        which the controller stamps on every object. (Never a GET by the old name: that URL
-        would put the user id of every new session into the API server's log.)"""
+        """By the derived name: one GET, and a miss costs no more (never a LIST: onboarding N
+        users of a bot would cost O(N^2), and heartbeats for made-up user ids would become
+        LISTs against etcd). A BotSession made by hand under another name, or created before
+        names stopped holding the user id, is found by its alias once the operator has
+        labelled it (CUSTOM_NAMED). (Never a GET by the old name: that URL would put the
+        user id of every new session into the API server's log.)"""
         record = await self._get_named(resource_name(key))
         if record is not None and record.key == key:
             return record
-        return next((r for r in await self.list_bot(key.bot_id) if r.key == key), None)
+        alias = self.aliases(key) if self.aliases is not None else None
+        if alias is None:
+            return None
+        record = await self._get_named(alias)
+        return record if record is not None and record.key == key else None
 
     async def create(
         self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None

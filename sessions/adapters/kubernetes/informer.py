@@ -4,7 +4,9 @@ The operator's housekeeping reads it (connect timeouts, the resync, retention, t
 counts, the orphan count). It is filled by its own list and watch, not by a kopf index: kopf
 makes every object's handlers wait until all objects are indexed, and with a worker limit
 below the number of objects that wait never ends (docs/architecture.md, "The operator").
-It runs on every replica, the standby too, so a standby that takes over has it warm.
+It runs on every replica, the standby too, so a standby that takes over has it warm. With
+a label selector it keeps a subset: the API and the operator keep the custom-named
+BotSessions so that lookups find them without a LIST (sessions.runtime).
 
 `filled` is set once the first LIST has been read in full; until then nothing may act on
 it. Records are slim: each keeps only its last transition.
@@ -21,6 +23,7 @@ from sessions.adapters.kubernetes.botsessions import record_of
 from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient
 from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
 from sessions.domain.logs import event
+from sessions.domain.model import SessionKey
 from sessions.domain.records import BotSessionRecord
 
 log = logging.getLogger(__name__)
@@ -44,8 +47,10 @@ class BotSessionIndex:
         page_size: int = 500,
         watch_timeout: float = 270.0,
         retry_delay: float = 1.0,
+        label_selector: str | None = None,
     ) -> None:
         self._objects = CustomObjects(client, GROUP, VERSION, namespace, PLURAL)
+        self._selector = {"label_selector": label_selector} if label_selector else {}
         self._page_size = page_size
         self._watch_timeout = watch_timeout
         self._retry_delay = retry_delay
@@ -58,12 +63,21 @@ class BotSessionIndex:
     def __len__(self) -> int:
         return len(self._records)
 
+    def name_of(self, key: SessionKey) -> str | None:
+        """The name of `key`'s BotSession, if this index holds it (a scan: meant for the
+        small index of custom-named BotSessions)."""
+        return next((r.name for r in self._records.values() if r.key == key), None)
+
     async def run(self) -> None:
         """List, then watch from the list's resourceVersion; list again when the watch
         cannot resume. Errors are logged and retried; cancel the task to stop."""
         while True:
             try:
+                started = asyncio.get_running_loop().time()
                 version = await self._list()
+                if not self.filled.is_set():
+                    seconds = round(asyncio.get_running_loop().time() - started, 2)
+                    event(log, "botsession index filled", objects=len(self), seconds=seconds)
                 self.filled.set()
                 await self._watch(version)
             except WatchExpired:
@@ -81,7 +95,7 @@ class BotSessionIndex:
 
     async def _list(self) -> str:
         fresh: dict[str, BotSessionRecord] = {}
-        query: dict[str, Any] = {"limit": self._page_size}
+        query: dict[str, Any] = {"limit": self._page_size, **self._selector}
         while True:
             try:
                 page = await self._objects.list(**query)
@@ -100,7 +114,10 @@ class BotSessionIndex:
     async def _watch(self, version: str) -> None:
         while True:
             changes = self._objects.watch(
-                self._watch_timeout, resource_version=version, allow_watch_bookmarks=True
+                self._watch_timeout,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                **self._selector,
             )
             async for change in changes:
                 version = self._apply(change) or version

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
@@ -18,6 +21,14 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+
+
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    """The lease went to another holder, or could not be renewed for its whole TTL, while
+    work ran under it: the work was cancelled."""
 
 
 class RedisLease:
@@ -42,14 +53,41 @@ class RedisLease:
 
     async def hold(self) -> bool:
         """Keep the lease (renew it) or take it if free; False while another replica has it."""
-        try:
-            ttl_ms = int(self.ttl.total_seconds() * 1000)
-            if await self._renew(keys=[self.key], args=[self.token, ttl_ms]):
-                return True
-        except Exception as exc:
-            raise StoreUnavailable("redis", f"lease {self.key}: {exc}") from exc
-        return await self.acquire()
+        return await self.renew() or await self.acquire()
 
     async def release(self) -> None:
         with contextlib.suppress(Exception):  # the lease expires by itself anyway
             await self._release(keys=[self.key], args=[self.token])
+
+    async def kept_during(self, work: Awaitable[T], every: timedelta) -> T:
+        """`work`'s result, the lease renewed every `every` while it runs, so that a pass
+        longer than the TTL does not let another replica take over in its middle. When a
+        renewal finds the lease taken, or renewals fail (Redis unreachable) for a whole TTL,
+        the work is cancelled and LeaseLost raised."""
+        task = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        renewed_at = loop.time()
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=every.total_seconds())
+                if done:
+                    return task.result()
+                try:
+                    if not await self.renew():
+                        raise LeaseLost(f"{self.key} is held by another replica")
+                    renewed_at = loop.time()
+                except StoreUnavailable as exc:
+                    if loop.time() - renewed_at >= self.ttl.total_seconds():
+                        raise LeaseLost(f"{self.key} could not be renewed: {exc}") from exc
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def renew(self) -> bool:
+        """Extend the lease if this holder has it; False when it does not."""
+        try:
+            ttl_ms = int(self.ttl.total_seconds() * 1000)
+            return bool(await self._renew(keys=[self.key], args=[self.token, ttl_ms]))
+        except Exception as exc:
+            raise StoreUnavailable("redis", f"lease {self.key}: {exc}") from exc
