@@ -1,5 +1,5 @@
-"""The operator's background loop: connect timeout, sweep, resync and orphan count, on the
-lease holder only.
+"""The operator's background loop: connect timeout, sweep, the check that Redis kept its
+data, the audit of every session and the orphan count, on the lease holder only.
 
 kopf runs start-up tasks on a standby peer too, so this loop takes a Redis lease first, and
 only on the peer that kopf lets handle objects (the active one,
@@ -26,10 +26,10 @@ from sessions.adapters.redis.lease import LeaseLost
 from sessions.domain.logs import event
 from sessions.domain.model import Phase, StoreUnavailable, to_millis
 from sessions.runtime import Runtime
+from sessions.usecases.healing import audit, restore_if_lost
 from sessions.usecases.housekeeping import (
     adopt_phaseless,
     count_orphans,
-    resync,
     run_sweep,
     time_out_connecting,
 )
@@ -37,6 +37,22 @@ from sessions.usecases.housekeeping import (
 log = logging.getLogger(__name__)
 LEASE_TTL = timedelta(seconds=30)
 CONNECT_CHECK_INTERVAL = 5.0  # seconds; the precision of the connect timeout
+
+
+class Every:
+    """A pass over every session, due every `interval` seconds; the first is one interval
+    after the first ask, so none runs while a restart resumes every object."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.at: float | None = None
+
+    def due(self, now: float) -> bool:
+        if self.at is not None and now < self.at:
+            return False
+        first = self.at is None
+        self.at = now + self.interval
+        return not first
 
 
 def runner_name() -> str:
@@ -66,7 +82,8 @@ class HousekeepingLoop:
             settings.cleanup_interval.total_seconds(),
         )
         self.next_resync = 0.0
-        self.next_orphan_scan = 0.0
+        self.audits = Every(settings.audit_interval.total_seconds())
+        self.orphan_scans = Every(settings.orphan_scan_interval.total_seconds())
         self.next_failure_report = 0.0
 
     async def run(self) -> None:
@@ -79,10 +96,18 @@ class HousekeepingLoop:
                 except Exception as exc:
                     metrics.RECONCILE_ERRORS.labels(stage="housekeeping").inc()
                     event(log, "housekeeping step failed", logging.ERROR, error=str(exc))
-                await asyncio.sleep(self.tick)
+                await self.rest()
         finally:
             await self.lease.release()
             self.lead(False)
+
+    async def rest(self) -> None:
+        """One tick; cut short when the index fills, so the lease is taken at once then."""
+        if self.index.filled.is_set():
+            await asyncio.sleep(self.tick)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.index.filled.wait(), self.tick)
 
     def lead(self, leader: bool) -> None:
         if leader != self.leading:
@@ -138,14 +163,16 @@ class HousekeepingLoop:
             await self.sweep()
         if loop.time() >= self.next_resync:
             self.next_resync = loop.time() + settings.resync_interval.total_seconds()
-            report = await resync(
-                runtime.botsessions, runtime.redis, runtime.sql, self.records(), settings
+            restored = await restore_if_lost(
+                runtime.botsessions, runtime.redis, self.records, settings.session_ttl
             )
-            metrics.HEALED.labels(store="redis").inc(report.redis_restored)
-            metrics.HEALED.labels(store="database").inc(report.rows_restored)
-        if loop.time() >= self.next_orphan_scan:
-            interval = settings.orphan_scan_interval.total_seconds()
-            self.next_orphan_scan = loop.time() + interval
+            metrics.HEALED.labels(store="redis").inc(restored or 0)
+        if self.audits.due(loop.time()):
+            records, ttl = self.records(), settings.session_ttl
+            healed = await audit(runtime.botsessions, runtime.redis, runtime.sql, records, ttl)
+            metrics.HEALED.labels(store="redis").inc(healed.redis)
+            metrics.HEALED.labels(store="database").inc(healed.database)
+        if self.orphan_scans.due(loop.time()):
             owned = {r.key for r in self.records()}
             metrics.ORPHANED_KEYS.set(await count_orphans(runtime.redis, owned))
 

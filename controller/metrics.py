@@ -87,3 +87,15 @@ CAUGHT_UP = Counter(
     "BOTSESSION_CATCH_UP_AFTER (controller.catch_up)",
     registry=REGISTRY,
 )
+LAST_SEEN_COPIED = Counter(
+    "botsession_last_seen_copied_total",
+    "BotSessions whose lastSeen was copied from Redis (API-server writes; at most "
+    "BOTSESSION_LAST_SEEN_WRITES_PER_SECOND)",
+    registry=REGISTRY,
+)
+LAST_SEEN_UNSYNCED = Gauge(
+    "botsession_last_seen_unsynced",
+    "Sessions with a heartbeat whose lastSeen is not yet copied to their BotSession (a "
+    "backlog that keeps growing means the write budget is too small for the sessions)",
+    registry=REGISTRY,
+)

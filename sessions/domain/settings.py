@@ -52,12 +52,27 @@ class Settings(BaseSettings):
     )
     sweep_batch_size: int = Field(500, ge=1, le=10_000)
     last_seen_drift: Duration = Field(
-        timedelta(minutes=1), description="lastSeen reaches the BotSession past this"
+        timedelta(minutes=1),
+        description="a heartbeat's lastSeen is copied to the BotSession once it is this old",
+    )
+    last_seen_writes_per_second: float = Field(
+        20.0,
+        gt=0,
+        le=10_000,
+        description="the most API-server writes per second the copies of lastSeen may make, "
+        "whatever the number of sessions (the longest waiting first)",
     )
 
     resync_interval: Duration = Field(
         timedelta(seconds=30),
-        description="how often the operator heals Redis/the database and copies lastSeen",
+        description="how often the operator checks that Redis has not lost its data (one GET; "
+        "everything restored from the BotSessions when it has)",
+    )
+    audit_interval: Duration = Field(
+        timedelta(minutes=10),
+        description="how often the operator compares every BotSession with Redis and the "
+        "database and heals what differs (what the check above cannot see: a failover to a "
+        "lagging replica, a database restored from a backup, a row cleared on its own)",
     )
     orphan_scan_interval: Duration = Field(
         timedelta(minutes=10), description="how often session:* keys no BotSession owns are counted"
@@ -129,6 +144,7 @@ class Settings(BaseSettings):
         "redis_timeout",
         "clear_wait",
         "resync_interval",
+        "audit_interval",
         "orphan_scan_interval",
         "first_phase_grace",
         "catch_up_after",

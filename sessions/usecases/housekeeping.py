@@ -2,11 +2,11 @@
 
 - run_sweep: the expiry sweep, swept sessions turned inactive (Expired), BotSessions
   inactive for longer than the retention deleted, the run recorded;
-- resync: self-healing (Redis or the database lost a session: rewrite it from its
-  BotSession) and the coarse copy of lastSeen from Redis to the BotSession and the database;
 - connect_timeout_due, time_out_connecting: connecting for longer than the connect timeout
   becomes failed (ConnectTimeout);
 - count_orphans: session:* keys that no BotSession owns.
+
+Keeping Redis and the database in step is in sessions.usecases.healing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sessions.adapters.redis.store import RedisStore
-from sessions.adapters.sql.store import SqlStore, SweepRun
+from sessions.adapters.sql.store import SweepRun
 from sessions.domain.logs import event
 from sessions.domain.model import (
     HistoryEntry,
@@ -28,7 +28,6 @@ from sessions.domain.model import (
     Reason,
     RevisionConflict,
     SessionKey,
-    SessionState,
     StoreUnavailable,
     Transition,
 )
@@ -119,84 +118,6 @@ async def run_sweep(
                 None, runner, error=report.error, started_at=started
             )
     return report
-
-
-@dataclass
-class ResyncReport:
-    redis_restored: int = 0
-    rows_restored: int = 0
-    last_seen_copied: int = 0
-
-
-async def resync(
-    botsessions: BotSessions,
-    redis: RedisStore,
-    sql: SqlStore,
-    records: Sequence[BotSessionRecord],
-    settings: Settings,
-    batch: int = 500,
-) -> ResyncReport:
-    """Heal Redis and the database from the BotSessions, and copy lastSeen back coarsely:
-    only where Redis's lastSeen is ahead of the BotSession's by more than the drift."""
-    report = ResyncReport()
-    present = [r for r in records if r.phase is not None and not r.deleting]
-    live = [r for r in present if r.phase is not Phase.INACTIVE]
-    for start in range(0, len(live), batch):
-        chunk = live[start : start + batch]
-        copied: list[SessionState] = []
-        try:
-            behind: list[BotSessionRecord] = []
-            for record, held in zip(
-                chunk, await redis.get_many([r.key for r in chunk]), strict=True
-            ):
-                if held is None or held.version < record.version:
-                    behind.append(record)
-                elif held.version == record.version and (
-                    record.last_seen is None
-                    or held.last_seen - record.last_seen > settings.last_seen_drift
-                ):
-                    await botsessions.touch(record, held.last_seen, held.expires_at)
-                    copied.append(held)
-            for current in await still_live(botsessions, behind):
-                state = current.state(settings.session_ttl)
-                await redis.write(state, current.ttl(settings.session_ttl))
-                report.redis_restored += 1
-        finally:  # what reached the BotSessions reaches the database, even after a failure
-            await sql.write_many(copied)
-        report.last_seen_copied += len(copied)
-    stored = await sql.versions()
-    for record in present:
-        row = stored.get(record.key)
-        if row is None or row < record.version:
-            full = await botsessions.get(record.key)
-            if full is not None and full.phase is not None:
-                state = full.state(settings.session_ttl)
-                await sql.write(state, full.recent)
-                report.rows_restored += 1
-    if report.redis_restored or report.rows_restored:
-        event(
-            log,
-            "stores healed from BotSessions",
-            logging.WARNING,
-            redisRestored=report.redis_restored,
-            rowsRestored=report.rows_restored,
-        )
-    return report
-
-
-async def still_live(
-    botsessions: BotSessions, records: Sequence[BotSessionRecord]
-) -> list[BotSessionRecord]:
-    """The BotSessions as the API server has them now, those still live. The index the
-    records came from can lag by seconds: restoring Redis from it could bring back the keys
-    of a session cleared or expired since, or an older phase. A healthy resync has nothing
-    to restore and makes no request here."""
-    current = await asyncio.gather(*(botsessions.get(r.key) for r in records))
-    return [
-        r
-        for r in current
-        if r is not None and not r.deleting and r.phase not in (None, Phase.INACTIVE)
-    ]
 
 
 def connect_timeout_due(record: BotSessionRecord, timeout: timedelta, now: datetime) -> bool:

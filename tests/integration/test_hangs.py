@@ -20,7 +20,7 @@ from devstack.controlplane import ControlPlane
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
 from sessions.domain.model import SessionKey
-from sessions.usecases.housekeeping import ResyncReport, resync
+from sessions.usecases.healing import Healed, audit
 from tests.conftest import eventually
 from tests.integration.test_api import API_SETTINGS, BOT, IDENTITY, USER, V1, Api, auth, serve
 
@@ -105,15 +105,15 @@ async def test_a_hung_redis_costs_each_request_at_most_its_budget(
             metrics = (await api.client.get("/metrics", headers=auth("reader"))).text
             assert 'botsession_api_store_timeouts_total{store="redis"}' in metrics
             # once Redis answers again the probe lets requests use it, and the reports made
-            # during the hang are healed into it (the operator's resync, run here directly)
+            # during the hang are healed into it (the operator's audit, run here directly)
             await eventually(lambda: _answered_by(api, "redis"), timeout=10)
             pending = [
                 SessionKey(BOT, r.json()["session"]["userId"])
                 for _s, _t, r in answers.seen["report"]
             ]
             assert await api.runtime.redis.get(pending[0]) is None
-            report = await _resync_bot(api)
-            assert report.redis_restored >= len(pending)
+            healed = await _audit_bot(api)
+            assert healed.redis >= len(pending)
             assert await api.runtime.redis.get(pending[0]) is not None
 
 
@@ -143,15 +143,16 @@ async def test_a_hung_database_costs_each_request_at_most_its_budget(
             assert 'botsession_api_store_timeouts_total{store="database"}' in metrics
             # afterwards the database is used again, and healed from the BotSessions
             await eventually(lambda: _database_answers(api), timeout=15)
-            report = await _resync_bot(api)
-            assert report.rows_restored >= len(answers.seen["report"])
+            healed = await _audit_bot(api)
+            assert healed.database >= len(answers.seen["report"])
 
 
-async def _resync_bot(api: Api) -> ResyncReport:
-    """The operator's resync, run here directly on the bot's BotSessions."""
+async def _audit_bot(api: Api) -> Healed:
+    """The operator's audit, run here directly on the bot's BotSessions."""
     runtime = api.runtime
     records = [r for r in await runtime.botsessions.list_bot(BOT) if r.phase]
-    return await resync(runtime.botsessions, runtime.redis, runtime.sql, records, runtime.settings)
+    ttl = runtime.settings.session_ttl
+    return await audit(runtime.botsessions, runtime.redis, runtime.sql, records, ttl)
 
 
 async def _answered_by(api: Api, source: str) -> bool:

@@ -110,6 +110,55 @@ async def test_heartbeats_for_two_minutes_cause_at_most_a_few_botsession_writes(
     assert held.last_seen - record.last_seen <= timedelta(seconds=65)
 
 
+async def test_lastseen_copies_keep_to_their_write_budget(stack: Stack) -> None:
+    keys = [SessionKey("bot-budget", f"u{i}") for i in range(30)]
+    for key in keys:
+        await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    budget = {"BOTSESSION_LAST_SEEN_WRITES_PER_SECOND": "5", "BOTSESSION_LAST_SEEN_DRIFT": "1s"}
+    with stack.operator(**budget):
+        await eventually(lambda: synced_everywhere(stack, keys))
+        await asyncio.sleep(1.1)  # the heartbeats' lastSeen is newer than the reports'
+        for key in keys:
+            await stack.service.heartbeat(key)
+        times = await copy_times(stack, "bot-budget", len(keys), timeout=30)
+    # 30 copies at 5 a second: about 6 s; never more than the budget in any second
+    # (plus the bucket's first 5, which it lets through at once)
+    assert times[-1] - times[0] >= 4.0, times
+    assert max(sum(t <= start + 1.0 for t in times[i:]) for i, start in enumerate(times)) <= 10
+    for key in keys:
+        held, record = await stack.redis.get(key), await stack.botsessions.get(key)
+        assert held is not None and record is not None and record.last_seen == held.last_seen
+
+
+async def copy_times(stack: Stack, bot_id: str, count: int, timeout: float) -> list[float]:
+    """When (loop time) each of the bot's BotSessions got a new status.lastSeen, until
+    `count` did, as a real watch sees the writes."""
+    client = KubeClient(load_kubeconfig(stack.plane.kubeconfig))
+    objects = CustomObjects(client, GROUP, VERSION, stack.namespace, PLURAL)
+    loop = asyncio.get_running_loop()
+    seen: dict[str, str] = {}
+    times: list[float] = []
+    try:
+        listed = await objects.list()
+        for item in listed["items"]:
+            seen[item["metadata"]["name"]] = item["status"].get("lastSeen", "")
+        version = listed["metadata"]["resourceVersion"]
+        async with asyncio.timeout(timeout):
+            async for change in objects.watch(timeout, resource_version=version):
+                item = change["object"]
+                if item["spec"]["botId"] != bot_id or change["type"] != "MODIFIED":
+                    continue
+                name, last_seen = item["metadata"]["name"], item["status"].get("lastSeen", "")
+                if last_seen != seen.get(name):
+                    seen[name] = last_seen
+                    times.append(loop.time())
+                if len(times) == count:
+                    break
+    finally:
+        await client.close()
+    return times
+
+
 async def count_writes(stack: Stack, name: str, seconds: float) -> int:
     """MODIFIED events of one BotSession seen by a real watch, for `seconds`."""
     client = KubeClient(load_kubeconfig(stack.plane.kubeconfig))
@@ -147,15 +196,23 @@ async def _all_in_redis(stack: Stack, keys: list[SessionKey]) -> bool:
     return all([await stack.redis.get(k) is not None for k in keys])
 
 
-async def test_a_deleted_database_row_is_restored(stack: Stack) -> None:
-    key = SessionKey("bot-1", "durable")
-    await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
-    with stack.operator():
-        await eventually(lambda: synced_everywhere(stack, [key]))
-        assert await stack.sql.delete(key) == 3
-        restored = await eventually(lambda: stack.sql.get(key), timeout=30)
+async def test_the_audit_restores_a_deleted_row_and_a_session_a_failover_lost(
+    stack: Stack,
+) -> None:
+    """What Redis's sentinel cannot tell (it survives a failover that lost one write)."""
+    keys = [SessionKey("bot-1", "durable"), SessionKey("bot-1", "replicated")]
+    for key in keys:
+        await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    with stack.operator(BOTSESSION_AUDIT_INTERVAL="2s"):
+        await eventually(lambda: synced_everywhere(stack, keys))
+        await eventually(stack.redis.intact)
+        assert await stack.sql.delete(keys[0]) == 3
+        assert await stack.redis.client.delete(f"session:{keys[1]}") == 1
+        restored = await eventually(lambda: stack.sql.get(keys[0]), timeout=30)
         assert restored.phase is Phase.ACTIVE and restored.identity == IDENTITY
-        assert [e.revision for e in await stack.sql.history(key)] == [2, 1]
+        assert [e.revision for e in await stack.sql.history(keys[0])] == [2, 1]
+        held = await eventually(lambda: stack.redis.get(keys[1]), timeout=30)
+        assert (held.phase, held.revision) == (Phase.ACTIVE, 2)
 
 
 async def test_two_replicas_only_one_sweeps_and_killing_the_active_hands_over(stack: Stack) -> None:

@@ -19,7 +19,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from sessions.adapters.kubernetes.botsessions import record_of
+from sessions.adapters.kubernetes.botsessions import record_of, resource_name
 from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient
 from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
 from sessions.domain.logs import event
@@ -55,6 +55,7 @@ class BotSessionIndex:
         self._watch_timeout = watch_timeout
         self._retry_delay = retry_delay
         self._records: dict[str, BotSessionRecord] = {}  # by object name
+        self._aliases: dict[SessionKey, str] = {}  # the names not derived from the key
         self.filled = asyncio.Event()
 
     def records(self) -> list[BotSessionRecord]:
@@ -64,9 +65,13 @@ class BotSessionIndex:
         return len(self._records)
 
     def name_of(self, key: SessionKey) -> str | None:
-        """The name of `key`'s BotSession, if this index holds it (a scan: meant for the
-        small index of custom-named BotSessions)."""
-        return next((r.name for r in self._records.values() if r.key == key), None)
+        """The name of `key`'s BotSession when it is not the derived one and this index
+        holds it (the API's and the operator's lookups of hand-made BotSessions)."""
+        return self._aliases.get(key)
+
+    def find(self, key: SessionKey) -> BotSessionRecord | None:
+        record = self._records.get(self._aliases.get(key) or resource_name(key))
+        return record if record is not None and record.key == key else None
 
     async def run(self) -> None:
         """List, then watch from the list's resourceVersion; list again when the watch
@@ -95,6 +100,7 @@ class BotSessionIndex:
 
     async def _list(self) -> str:
         fresh: dict[str, BotSessionRecord] = {}
+        aliases: dict[SessionKey, str] = {}
         query: dict[str, Any] = {"limit": self._page_size, **self._selector}
         while True:
             try:
@@ -104,10 +110,10 @@ class BotSessionIndex:
                     raise WatchExpired from exc
                 raise
             for item in page.get("items", []):
-                self._put(fresh, item)
+                self._put(fresh, aliases, item)
             meta = page.get("metadata", {})
             if not meta.get("continue"):
-                self._records = fresh
+                self._records, self._aliases = fresh, aliases
                 return str(meta.get("resourceVersion", ""))
             query["_continue"] = meta["continue"]
 
@@ -131,15 +137,25 @@ class BotSessionIndex:
             raise ApiError(int(item.get("code") or 500), item.get("reason", ""), str(item))
         meta = item.get("metadata") or {}
         if kind == "DELETED":
-            self._records.pop(meta.get("name", ""), None)
+            gone = self._records.pop(meta.get("name", ""), None)
+            if gone is not None and self._aliases.get(gone.key) == gone.name:
+                del self._aliases[gone.key]
         elif kind in ("ADDED", "MODIFIED"):
-            self._put(self._records, item)
+            self._put(self._records, self._aliases, item)
         version = meta.get("resourceVersion")
         return str(version) if version else None
 
     @staticmethod
-    def _put(into: dict[str, BotSessionRecord], item: dict[str, Any]) -> None:
+    def _put(
+        into: dict[str, BotSessionRecord],
+        aliases: dict[SessionKey, str],
+        item: dict[str, Any],
+    ) -> None:
         try:
-            into[item["metadata"]["name"]] = slim(item)
+            record = slim(item)
         except (KeyError, ValueError) as exc:  # not a BotSession this code can read
             event(log, "botsession index: object skipped", logging.WARNING, error=str(exc))
+            return
+        into[record.name] = record
+        if record.name != resource_name(record.key):
+            aliases[record.key] = record.name

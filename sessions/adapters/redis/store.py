@@ -15,6 +15,13 @@ session:* sees contract keys only:
                                    at or below it are ignored, so removals stick
   <prefix>lock:<name>              string: a lease's holder (sessions.adapters.redis.lease)
   <prefix>sweep:last               string: when the last sweep ran (epoch ms)
+  <prefix>unsynced                 zset: member <botId>:<userId>, score = the first heartbeat
+                                   (ms) whose lastSeen the operator has not yet copied to
+                                   the BotSession (oldest first: the most drifted)
+  <prefix>sentinel                 string "intact:<token>" while Redis holds every session
+                                   the operator restored or saw written; gone after a FLUSHALL
+                                   or a failover to an empty replica ("healing:<token>" while
+                                   a restore runs), so losing the data is noticed in one GET
 RedisKeys is the one table of them all.
 
 Every multi-key change is one Lua script (lua/ beside this module), so no reader sees half
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,6 +82,8 @@ class RedisKeys:
         self.prefix = prefix
         self.expiry_index = f"{prefix}expiry"
         self.sweep_mark = f"{prefix}sweep:last"
+        self.unsynced = f"{prefix}unsynced"
+        self.sentinel = f"{prefix}sentinel"
 
     # the contract's keys: fixed by the requirements, never prefixed
     @staticmethod
@@ -266,6 +276,8 @@ class RedisStore:
         self._remove = client.register_script(_load_script("remove", self.keys))
         self._sweep = client.register_script(_load_script("sweep", self.keys))
         self._most_recent = client.register_script(_load_script("most_recent", self.keys))
+        self._copied = client.register_script(_load_script("copied", self.keys))
+        self._settle = client.register_script(_load_script("sentinel", self.keys))
 
     async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         """One operation within the store's time budget (sessions.adapters.guard)."""
@@ -396,6 +408,52 @@ class RedisStore:
 
     async def mark_sweep(self, at: datetime) -> None:
         await self._call("mark_sweep", lambda: self.client.set(self.keys.sweep_mark, to_millis(at)))
+
+    async def unsynced(self, seen_before: datetime, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` sessions with a heartbeat not yet copied to their BotSession from
+        before `seen_before`, oldest first: (<botId>:<userId>, that heartbeat in epoch ms)."""
+        rows = await self._call(
+            "unsynced",
+            lambda: self.client.zrangebyscore(
+                self.keys.unsynced, "-inf", to_millis(seen_before), 0, limit, withscores=True
+            ),
+        )
+        return [(str(member), int(score)) for member, score in rows]
+
+    async def forget_copied(self, copied: Sequence[tuple[str, datetime]]) -> int:
+        """Forget the heartbeats copied up to each lastSeen; returns how many sessions stay,
+        heartbeated again since (copied.lua)."""
+        if not copied:
+            return 0
+        args: list[str | int] = []
+        for member, last_seen in copied:
+            args += [member, to_millis(last_seen)]
+        stayed: int = await self._call("forget_copied", lambda: self._copied(args=args))
+        return stayed
+
+    async def unsynced_count(self) -> int:
+        count: int = await self._call(
+            "unsynced_count", lambda: self.client.zcard(self.keys.unsynced)
+        )
+        return count
+
+    async def intact(self) -> bool:
+        """Whether Redis still holds what it held when the sentinel was settled (one GET)."""
+        value = await self._call("sentinel", lambda: self.client.get(self.keys.sentinel))
+        return bool(value) and str(value).startswith("intact:")
+
+    async def begin_restore(self) -> str:
+        """Mark a full restore as running; returns the token that settles it."""
+        token = secrets.token_hex(8)
+        await self._call(
+            "sentinel", lambda: self.client.set(self.keys.sentinel, f"healing:{token}")
+        )
+        return token
+
+    async def settle_restore(self, token: str) -> bool:
+        """Mark Redis intact, unless it lost its data again while the restore ran."""
+        settled = await self._call("sentinel", lambda: self._settle(args=[token]))
+        return bool(settled)
 
     def lease(self, name: str, ttl: timedelta, holder: str) -> RedisLease:
         return RedisLease(self.client, self.keys.lease(name), ttl, holder)

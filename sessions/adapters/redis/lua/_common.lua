@@ -26,6 +26,8 @@ end
 
 local PREFIX = '__PREFIX__'
 local INDEX = PREFIX .. 'expiry'
+-- member -> the first heartbeat (ms) whose lastSeen has not been copied to the BotSession yet
+local UNSYNCED = PREFIX .. 'unsynced'
 
 local function keys_of(member)
   local sep = string.find(member, ':', 1, true)

@@ -15,4 +15,6 @@ if status == 'inactive' then
 end
 local now_ms = tonumber(ARGV[2])
 local exp_ms = touch(member, status, now_ms, math.floor(tonumber(ttl) * 1000 + 0.5))
+-- NX: the score stays the oldest heartbeat not copied yet, so the oldest are copied first
+redis.call('ZADD', UNSYNCED, 'NX', now_ms, member)
 return {status, iso(now_ms), iso(exp_ms), revision}

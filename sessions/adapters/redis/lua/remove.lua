@@ -13,5 +13,6 @@ if ARGV[3] then
 end
 local deleted = redis.call('DEL', hash, status_key, expiry_key)
 redis.call('ZREM', INDEX, member)
+redis.call('ZREM', UNSYNCED, member)
 redis.call('ZREM', bot_index, user)
 return deleted

@@ -36,6 +36,7 @@ local function remove(member, f)
     end
     redis.call('DEL', hash, status_key, expiry_key)
     redis.call('ZREM', bot_index, user)
+    redis.call('ZREM', UNSYNCED, member)
   end
   out[n + 1] = member
   out[n + 2] = f[1] or ''
