@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 
 from controller import metrics
-from controller.sync import sync_and_mark
+from controller.sync import Announcer, sync_and_mark
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.domain.logs import event
 from sessions.domain.model import StoreUnavailable
@@ -34,9 +34,14 @@ RETRY_AFTER = 30.0  # seconds before a BotSession the catch-up could not sync is
 
 class CatchUp:
     def __init__(
-        self, runtime: Runtime, index: BotSessionIndex, leading: Callable[[], bool]
+        self,
+        runtime: Runtime,
+        announcer: Announcer,
+        index: BotSessionIndex,
+        leading: Callable[[], bool],
     ) -> None:
         self.runtime = runtime
+        self.announcer = announcer
         self.index = index
         self.leading = leading
         self.retry_at: dict[str, float] = {}  # uid -> loop time; those that stayed behind
@@ -97,7 +102,7 @@ class CatchUp:
         record = await self.runtime.botsessions.get(candidate.key)
         if record is None or record.uid != candidate.uid or waiting_since(record) is None:
             return None  # kopf or the API got there meanwhile, or it went
-        outcome = await sync_and_mark(self.runtime, record, record.generation, None)
+        outcome = await sync_and_mark(self.runtime, self.announcer, record, record.generation, None)
         return None if outcome is None else outcome.synced
 
     async def run(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +13,9 @@ from controller import metrics
 from controller.catch_up import CatchUp
 from controller.housekeeping_loop import HousekeepingLoop
 from controller.last_seen import LastSeenCopy
-from controller.sync import sync_and_mark
+from controller.sync import Announcer, sync_and_mark
 from sessions.adapters.kubernetes.botsessions import kept_labels, record_of
 from sessions.adapters.kubernetes.crd import FINALIZER, GROUP, PLURAL, VERSION
-from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.kubernetes.peering import Activity, KopfPeers, Standalone
 from sessions.domain.model import InvalidSessionInput, SessionKey, utcnow
 from sessions.domain.settings import Settings
@@ -26,10 +24,6 @@ from sessions.usecases.reconcile import cleanup_deleted, conditions, first_phase
 
 registry = kopf.OperatorRegistry()
 RESOURCE = (GROUP, VERSION, PLURAL)
-# kopf watches only once the startup handler returns: the index's first LIST waits for it
-# this long, so it runs on an idle CPU (3 s for 10,000 objects) rather than during the resume
-# of every object (7-12 s), and the housekeeping and the catch-up start with the lease
-INDEX_WAIT = 20.0  # seconds; past it the LIST goes on in the background
 
 
 def retry_delay(retry: int) -> float:
@@ -93,10 +87,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.settings
     configure(settings, config)
-    memo.runtime = runtime = await Runtime.open(config, migrate=True)
+    # kopf starts watching once this handler returns: the runtime's index is filled first
+    memo.runtime = runtime = await Runtime.open(config, migrate=True, every_botsession=True)
     runtime.observe(metrics.GUARDS)
     metrics.serve(config.metrics_port)
-    index = BotSessionIndex(runtime.kube, runtime.namespace)
+    index = runtime.index
     peering: Peering | None = memo.peering
     activity: Activity = (
         KopfPeers(runtime.kube, runtime.namespace, peering.name, peering.identity, peering.priority)
@@ -106,12 +101,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     housekeeping = HousekeepingLoop(
         runtime, index, activity, runner=peering.identity if peering else None
     )
-    catch_up = CatchUp(runtime, index, lambda: housekeeping.leading)
+    memo.announcer = announcer = Announcer(
+        runtime.kube, runtime.namespace, config.events_per_second
+    )
+    catch_up = CatchUp(runtime, announcer, index, lambda: housekeeping.leading)
     last_seen = LastSeenCopy(runtime, index, lambda: housekeeping.leading)
-    memo.tasks = [asyncio.create_task(index.run(), name="botsession index")]
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(index.filled.wait(), INDEX_WAIT)
-    memo.tasks += [
+    memo.tasks = [
         asyncio.create_task(housekeeping.run(), name="housekeeping"),
         asyncio.create_task(catch_up.run(), name="catch-up"),
         asyncio.create_task(last_seen.run(), name="lastSeen copy"),
@@ -178,7 +173,11 @@ async def sync(
     for label, value in labels_missing(body).items():  # lookups by bot, and by alias
         patch.metadata.labels[label] = value
     outcome = await sync_and_mark(
-        runtime, record, body.metadata.get("generation"), body.status.get("conditions")
+        runtime,
+        memo.announcer,
+        record,
+        body.metadata.get("generation"),
+        body.status.get("conditions"),
     )
     if outcome is None or outcome.synced:
         return  # synced, or a newer revision is there: its own update event syncs it

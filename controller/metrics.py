@@ -99,3 +99,9 @@ LAST_SEEN_UNSYNCED = Gauge(
     "backlog that keeps growing means the write budget is too small for the sessions)",
     registry=REGISTRY,
 )
+EVENTS_DROPPED = Counter(
+    "botsession_events_dropped_total",
+    "Transition Events not posted because the operator was past BOTSESSION_EVENTS_PER_SECOND "
+    "(the transitions are in the history all the same)",
+    registry=REGISTRY,
+)

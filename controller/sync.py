@@ -5,16 +5,45 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiolimiter import AsyncLimiter
+
 from controller import metrics
+from sessions.adapters.kubernetes.client import KubeClient
 from sessions.adapters.kubernetes.events import announce_transition
-from sessions.domain.model import utcnow
+from sessions.domain.model import HistoryEntry, utcnow
 from sessions.domain.records import BotSessionRecord
 from sessions.runtime import Runtime
 from sessions.usecases.reconcile import SyncOutcome, conditions, reconcile
 
 
+class Announcer:
+    """Posts the Event of each transition, at most `per_second` a second (a leaky bucket).
+    Past the budget the Event is dropped and counted: in a storm of reconnects the API
+    server's writes go to the BotSessions, and every transition stays in the history and
+    the status's recentTransitions. client-go's event recorder drops under load the same way."""
+
+    def __init__(self, client: KubeClient, namespace: str, per_second: float) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.budget = AsyncLimiter(per_second, 1.0)
+
+    async def announce(self, record: BotSessionRecord, entry: HistoryEntry) -> None:
+        if not self.budget.has_capacity():
+            metrics.EVENTS_DROPPED.inc()
+        else:
+            await self.budget.acquire()
+            if not await announce_transition(self.client, self.namespace, record, entry):
+                return  # posted before: counted then
+        metrics.TRANSITIONS.labels(
+            from_phase=entry.from_phase.value if entry.from_phase else "",
+            to_phase=entry.to_phase.value,
+            reason=entry.reason.value,
+        ).inc()
+
+
 async def sync_and_mark(
     runtime: Runtime,
+    announcer: Announcer,
     record: BotSessionRecord,
     generation: int | None,
     previous_conditions: list[dict[str, Any]] | None,
@@ -28,12 +57,7 @@ async def sync_and_mark(
         metrics.RECONCILE_ERRORS.labels(stage="sync").inc()
         raise
     for entry in outcome.unannounced:
-        if await announce_transition(runtime.kube, runtime.namespace, outcome.record, entry):
-            metrics.TRANSITIONS.labels(
-                from_phase=entry.from_phase.value if entry.from_phase else "",
-                to_phase=entry.to_phase.value,
-                reason=entry.reason.value,
-            ).inc()
+        await announcer.announce(outcome.record, entry)
     status: dict[str, Any] = {
         "conditions": conditions(outcome.record, outcome.pending, utcnow(), previous_conditions),
         "observedGeneration": generation,

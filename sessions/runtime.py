@@ -1,6 +1,7 @@
 """Opening and closing everything a process needs, from the settings: the Redis and SQL
-stores, the Kubernetes client, the BotSessions of the configured namespace (with the index of
-the custom-named ones, kept current while the runtime is open), the use-cases."""
+stores, the Kubernetes client, the BotSessions of the configured namespace (with an index
+kept current while the runtime is open: the custom-named BotSessions for the API, every one
+for the operator), the use-cases."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ from sessions.usecases.reconcile import Reconciler
 from sessions.usecases.service import SessionService
 
 ALIASES_WAIT = 5.0  # seconds
+# The operator opens its runtime before kopf starts watching, so the index's first LIST runs
+# on an idle CPU (3 s for 10,000 objects) rather than during the resume of every object
+# (7-12 s), and the housekeeping and the catch-up start with the index. Past this wait the
+# LIST goes on in the background.
+EVERY_BOTSESSION_WAIT = 20.0  # seconds
 
 
 @dataclass
@@ -30,6 +36,7 @@ class Runtime:
     kube: KubeClient
     botsessions: KubeBotSessions
     service: SessionService
+    index: BotSessionIndex
     watching: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -49,7 +56,10 @@ class Runtime:
         *,
         kubeconfig: str | None = None,
         migrate: bool = False,
+        every_botsession: bool = False,
     ) -> Runtime:
+        """every_botsession: index every BotSession (the operator's housekeeping reads it),
+        not only the custom-named ones (the API's lookups)."""
         connection = load_config(kubeconfig)
         kube = KubeClient(connection)
         redis = RedisStore(
@@ -69,17 +79,20 @@ class Runtime:
         if migrate:
             await upgrade(sql.engine)
         namespace = settings.namespace or connection.namespace
-        aliases = BotSessionIndex(kube, namespace, label_selector=CUSTOM_NAMED)
+        index = BotSessionIndex(
+            kube, namespace, label_selector=None if every_botsession else CUSTOM_NAMED
+        )
         # only the API creates BotSessions (a first report), and it writes their first phase
-        botsessions = KubeBotSessions(kube, namespace, creator="api", aliases=aliases.name_of)
+        botsessions = KubeBotSessions(kube, namespace, creator="api", aliases=index.name_of)
         service = SessionService(botsessions, redis, sql, settings)
-        runtime = cls(settings, redis, sql, kube, botsessions, service)
-        runtime.watching.append(asyncio.create_task(aliases.run()))
-        # usually empty: one short LIST. Until it has been read, a custom-named BotSession
-        # would not be found (a report for it would create a second one under the derived
-        # name); when the API server is down the stores still serve, so do not wait long.
+        runtime = cls(settings, redis, sql, kube, botsessions, service, index)
+        runtime.watching.append(asyncio.create_task(index.run(), name="botsession index"))
+        # The API's is usually empty: one short LIST. Until it has been read, a custom-named
+        # BotSession would not be found (a report for it would create a second one under the
+        # derived name); when the API server is down the stores still serve: not long.
+        wait = EVERY_BOTSESSION_WAIT if every_botsession else ALIASES_WAIT
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(aliases.filled.wait(), ALIASES_WAIT)
+            await asyncio.wait_for(index.filled.wait(), wait)
         return runtime
 
     def observe(self, observer: GuardObserver) -> None:

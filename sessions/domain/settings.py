@@ -63,6 +63,14 @@ class Settings(BaseSettings):
         "whatever the number of sessions (the longest waiting first)",
     )
 
+    events_per_second: float = Field(
+        50.0,
+        gt=0,
+        le=10_000,
+        description="the most transition Events a second the operator posts; past it they are "
+        "dropped and counted (every transition stays in the history)",
+    )
+
     resync_interval: Duration = Field(
         timedelta(seconds=30),
         description="how often the operator checks that Redis has not lost its data (one GET; "

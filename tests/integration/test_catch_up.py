@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from controller import metrics
 from controller.catch_up import CatchUp
+from controller.sync import Announcer
 from sessions.adapters.kubernetes.botsessions import KubeBotSessions
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.domain.model import Phase, Reason, ReportedState, SessionKey
@@ -36,16 +38,22 @@ class Harness:
         return await eventually(seen, timeout=10, interval=0.05)
 
 
+def announcer_of(runtime: Runtime) -> Announcer:
+    return Announcer(runtime.kube, runtime.namespace, runtime.settings.events_per_second)
+
+
 @pytest.fixture
 async def harness(stack: Stack) -> AsyncIterator[Harness]:
     service = with_ttl(stack, catch_up_after="10ms")
     kube = stack.botsessions.objects.client
-    runtime = Runtime(service.settings, stack.redis, stack.sql, kube, stack.botsessions, service)
     index = BotSessionIndex(kube, stack.namespace)
+    runtime = Runtime(
+        service.settings, stack.redis, stack.sql, kube, stack.botsessions, service, index
+    )
     task = asyncio.create_task(index.run())
     await asyncio.wait_for(index.filled.wait(), 10)
     try:
-        yield Harness(CatchUp(runtime, index, lambda: True), index, runtime)
+        yield Harness(CatchUp(runtime, announcer_of(runtime), index, lambda: True), index, runtime)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -99,7 +107,7 @@ async def test_a_botsession_the_api_is_about_to_give_its_first_phase_is_left_to_
 
 
 async def test_only_the_leader_catches_up(stack: Stack, harness: Harness) -> None:
-    follower = CatchUp(harness.runtime, harness.index, lambda: False)
+    follower = CatchUp(harness.runtime, announcer_of(harness.runtime), harness.index, lambda: False)
     key = SessionKey("bot-late", "follower")
     await stack.botsessions.create(key, IDENTITY)
     await harness.indexed(key, 0)
@@ -109,3 +117,32 @@ async def test_only_the_leader_catches_up(stack: Stack, harness: Harness) -> Non
     await asyncio.gather(task, return_exceptions=True)
     record = await stack.botsessions.get(key)
     assert record is not None and record.phase is None
+
+
+async def test_events_past_the_budget_are_dropped_and_counted_the_rest_posted_once(
+    stack: Stack,
+) -> None:
+    keys = [SessionKey("bot-events", f"u{i}") for i in range(5)]
+    for key in keys:
+        await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    records = [await stack.botsessions.get(key) for key in keys]
+    kube = stack.botsessions.objects.client
+    announcer = Announcer(kube, stack.namespace, per_second=2)
+    dropped = dropped_count()
+
+    for record in records:  # a storm: 5 at once against a budget of 2 a second
+        assert record is not None
+        await announcer.announce(record, record.recent[0])
+
+    posted = [e for e in events(stack) if e["object"].startswith("bot-events")]
+    assert len(posted) == 2
+    assert dropped_count() - dropped == 3
+    await asyncio.sleep(1.1)  # the bucket has leaked: the next one is posted
+    last = records[-1]
+    assert last is not None
+    await announcer.announce(last, last.recent[-1])
+    assert len([e for e in events(stack) if e["object"].startswith("bot-events")]) == 3
+
+
+def dropped_count() -> float:
+    return metrics.REGISTRY.get_sample_value("botsession_events_dropped_total") or 0.0

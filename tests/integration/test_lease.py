@@ -4,11 +4,12 @@ pass longer than its TTL, and a pass cancelled when the lease is taken from it."
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 
-from sessions.adapters.redis.lease import LeaseLost
+from sessions.adapters.redis.lease import LeaseLost, RedisLease
 from sessions.adapters.redis.store import RedisStore
 
 pytestmark = pytest.mark.integration
@@ -17,12 +18,25 @@ TTL = timedelta(milliseconds=500)
 EVERY = timedelta(milliseconds=100)
 
 
-async def test_a_pass_longer_than_the_ttl_keeps_the_lease_to_its_end(
-    redis_store: RedisStore,
-) -> None:
-    mine = redis_store.lease("housekeeping", TTL, "mine")
-    other = redis_store.lease("housekeeping", TTL, "other")
-    assert await mine.hold()
+@dataclass
+class Replicas:
+    mine: RedisLease
+    other: RedisLease
+
+
+@pytest.fixture
+async def leases(redis_store: RedisStore) -> Replicas:
+    """Two replicas' leases on one name; `mine` holds it."""
+    replicas = Replicas(
+        redis_store.lease("housekeeping", TTL, "mine"),
+        redis_store.lease("housekeeping", TTL, "other"),
+    )
+    assert await replicas.mine.hold()
+    return replicas
+
+
+async def test_a_pass_longer_than_the_ttl_keeps_the_lease_to_its_end(leases: Replicas) -> None:
+    mine, other = leases.mine, leases.other
     attempts: list[bool] = []
 
     async def long_pass() -> str:
@@ -37,11 +51,9 @@ async def test_a_pass_longer_than_the_ttl_keeps_the_lease_to_its_end(
 
 
 async def test_a_pass_is_cancelled_when_another_replica_takes_the_lease(
-    redis_store: RedisStore,
+    redis_store: RedisStore, leases: Replicas
 ) -> None:
-    mine = redis_store.lease("housekeeping", TTL, "mine")
-    other = redis_store.lease("housekeeping", TTL, "other")
-    assert await mine.hold()
+    mine, other = leases.mine, leases.other
     finished: list[str] = []
 
     async def long_pass() -> None:

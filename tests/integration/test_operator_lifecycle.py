@@ -266,7 +266,8 @@ async def test_sigkill_during_200_creations_converges_without_duplicate_history(
     stack: Stack,
 ) -> None:
     keys = [SessionKey("bot-storm", f"u{i:03d}") for i in range(200)]
-    operator = stack.operator()
+    # every Event counted below: none dropped by the budget (test_catch_up tests that)
+    operator = stack.operator(BOTSESSION_EVENTS_PER_SECOND="10000")
     with operator:
 
         async def create(key: SessionKey) -> None:

@@ -54,7 +54,8 @@ def record(user: str, clock: Clock, age: float, **fields: Any) -> BotSessionReco
 
 
 def picker(held: list[BotSessionRecord], clock: Clock) -> CatchUp:
-    return CatchUp(cast(Any, Runtime(Service(clock))), cast(Any, Index(held)), lambda: True)
+    runtime = cast(Any, Runtime(Service(clock)))
+    return CatchUp(runtime, cast(Any, None), cast(Any, Index(held)), lambda: True)
 
 
 async def test_it_picks_what_waited_longer_than_the_setting_newest_first() -> None:
@@ -101,6 +102,7 @@ class Poisoned(CatchUp):
 async def test_a_botsession_that_always_fails_holds_up_no_other() -> None:
     clock = Clock()
     held = [record("poison", clock, 10), record("u1", clock, 20), record("u2", clock, 30)]
-    catch_up = Poisoned(cast(Any, Runtime(Service(clock))), cast(Any, Index(held)), lambda: True)
+    runtime = cast(Any, Runtime(Service(clock)))
+    catch_up = Poisoned(runtime, cast(Any, None), cast(Any, Index(held)), lambda: True)
     assert await catch_up.step() == 2
     assert [r.name for r in catch_up.due()] == ["u1", "u2"]  # poison waits RETRY_AFTER

@@ -226,8 +226,8 @@ def sync_status_patch(record: BotSessionRecord, fields: dict[str, Any]) -> list[
 class KubeBotSessions:
     """BotSessions in one namespace. `creator` ("api" in the API) marks the objects this
     instance creates as ones whose first phase it writes itself (CREATED_BY). `aliases`
-    names the custom-named BotSession of a key, if there is one (an index of the objects
-    labelled CUSTOM_NAMED, held in memory: sessions.runtime)."""
+    names the custom-named BotSession of a key, if there is one (an index held in memory:
+    sessions.runtime)."""
 
     def __init__(
         self,

@@ -1,12 +1,13 @@
 """Every BotSession of one namespace, slim, kept current by a LIST and a WATCH of its own.
 
-The operator's housekeeping reads it (connect timeouts, the resync, retention, the phase
+The operator's housekeeping reads it (connect timeouts, the audit, retention, the phase
 counts, the orphan count). It is filled by its own list and watch, not by a kopf index: kopf
 makes every object's handlers wait until all objects are indexed, and with a worker limit
 below the number of objects that wait never ends (docs/architecture.md, "The operator").
 It runs on every replica, the standby too, so a standby that takes over has it warm. With
-a label selector it keeps a subset: the API and the operator keep the custom-named
-BotSessions so that lookups find them without a LIST (sessions.runtime).
+a label selector it keeps a subset: the API keeps the custom-named BotSessions so that
+lookups find them without a LIST (sessions.runtime); the operator's full index serves its
+lookups the same way.
 
 `filled` is set once the first LIST has been read in full; until then nothing may act on
 it. Records are slim: each keeps only its last transition.
@@ -27,6 +28,9 @@ from sessions.domain.model import SessionKey
 from sessions.domain.records import BotSessionRecord
 
 log = logging.getLogger(__name__)
+
+
+MAX_RETRY_DELAY = 30.0  # seconds
 
 
 class WatchExpired(Exception):
@@ -57,6 +61,7 @@ class BotSessionIndex:
         self._records: dict[str, BotSessionRecord] = {}  # by object name
         self._aliases: dict[SessionKey, str] = {}  # the names not derived from the key
         self.filled = asyncio.Event()
+        self._failures = 0  # in a row, since the watch last delivered anything
 
     def records(self) -> list[BotSessionRecord]:
         return list(self._records.values())
@@ -75,7 +80,9 @@ class BotSessionIndex:
 
     async def run(self) -> None:
         """List, then watch from the list's resourceVersion; list again when the watch
-        cannot resume. Errors are logged and retried; cancel the task to stop."""
+        cannot resume. Errors are logged and retried with exponential backoff (a watch the
+        RBAC refuses would otherwise be retried, and logged, every second); anything the
+        watch delivers resets it. Cancel the task to stop."""
         while True:
             try:
                 started = asyncio.get_running_loop().time()
@@ -90,13 +97,17 @@ class BotSessionIndex:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._failures += 1
+                delay = min(MAX_RETRY_DELAY, self._retry_delay * 2 ** (self._failures - 1))
                 event(
                     log,
                     "botsession index: list/watch failed; retrying",
                     logging.WARNING,
                     error=str(exc),
+                    failures=self._failures,
+                    retryInSeconds=delay,
                 )
-                await asyncio.sleep(self._retry_delay)
+                await asyncio.sleep(delay)
 
     async def _list(self) -> str:
         fresh: dict[str, BotSessionRecord] = {}
@@ -135,6 +146,7 @@ class BotSessionIndex:
             if item.get("code") == 410:
                 raise WatchExpired(item.get("message", "resourceVersion too old"))
             raise ApiError(int(item.get("code") or 500), item.get("reason", ""), str(item))
+        self._failures = 0
         meta = item.get("metadata") or {}
         if kind == "DELETED":
             gone = self._records.pop(meta.get("name", ""), None)
