@@ -59,6 +59,7 @@ from bench.measure import (
     keep_log,
     loadavg,
     log,
+    percentile,
     pid_of,
     publish,
     ratio,
@@ -246,6 +247,49 @@ class Burst:
     database_s: float | None  # every row exists with revision 1
     synced_s: float | None  # every status says syncedRevision 1 (the operator's last step)
     window: Window | None = None
+    probe_quiet: Latency | None = None  # another client's GETs before the burst
+    probe_burst: Latency | None = None  # ... and during it
+
+
+@dataclass(frozen=True)
+class Latency:
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        ms = [s * 1000 for s in seconds]
+        return cls(
+            len(ms),
+            round(percentile(ms, 50), 1),
+            round(percentile(ms, 99), 1),
+            round(max(ms, default=0.0), 1),
+        )
+
+
+PROBE_KEY = SessionKey("probe-bot", "probe")
+PROBE_EVERY = 0.05  # seconds between another client's GETs
+
+
+async def probe(client: KubeClient, until: asyncio.Event) -> Latency:
+    """What another client of the API server sees: one GET of a BotSession (read from etcd)
+    every PROBE_EVERY s until `until` is set, its latency each."""
+    botsessions = KubeBotSessions(client, NAMESPACE)
+    seconds: list[float] = []
+    while not until.is_set():
+        started = time.monotonic()
+        await botsessions.get(PROBE_KEY)
+        seconds.append(time.monotonic() - started)
+        await asyncio.sleep(PROBE_EVERY)
+    return Latency.of(seconds)
+
+
+async def probed(client: KubeClient, seconds: float) -> Latency:
+    done = asyncio.Event()
+    asyncio.get_running_loop().call_later(seconds, done.set)
+    return await probe(client, done)
 
 
 @dataclass
@@ -275,8 +319,14 @@ async def burst_real(
 ) -> Burst:
     keys = keys_for(args.burst)
     botsessions = KubeBotSessions(client, NAMESPACE)
+    await botsessions.create(PROBE_KEY, IDENTITY)
+    # the probe has its own client (connections), as another user of the API server would
+    prober = KubeClient(client.connection)
+    quiet = await probed(prober, 10.0)
     mark = meter.begin("burst")
     started = time.monotonic()
+    burst_over = asyncio.Event()
+    probing = asyncio.create_task(probe(prober, burst_over))
     creating = asyncio.create_task(
         bounded(keys, lambda k: botsessions.create(k, IDENTITY), args.concurrency)
     )
@@ -285,7 +335,7 @@ async def burst_real(
         return await stores.in_redis(keys) == len(keys)
 
     async def all_rows() -> bool:
-        return await stores.rows(1) >= len(keys)
+        return await stores.rows(1) >= len(keys) + 1  # and the probe's
 
     async def since_start(check: Callable[[], Awaitable[bool]], what: str) -> float | None:
         waited = await wait_for(check, args.timeout, 0.2, what)
@@ -295,10 +345,13 @@ async def burst_real(
         since_start(all_in_redis, "Redis"), since_start(all_rows, "the database")
     )
     create_s = await creating
-    waited = await wait_synced(client, NAMESPACE, len(keys), 1, args.timeout)
+    waited = await wait_synced(client, NAMESPACE, len(keys) + 1, 1, args.timeout)
     synced_s = None if waited is None else time.monotonic() - started
+    burst_over.set()
     result = Burst(len(keys), round(create_s, 1), rnd(redis_s), rnd(database_s), rnd(synced_s))
     result.window = meter.end(mark)
+    result.probe_quiet, result.probe_burst = quiet, await probing
+    await prober.close()
     return result
 
 
@@ -693,6 +746,18 @@ def burst_rows(burst: Burst, fburst: FloorBurst | None) -> list[Row]:
             "",
         ),
     ]
+    for label, latency in (("before", burst.probe_quiet), ("during", burst.probe_burst)):
+        if latency is not None:
+            rows.append(
+                (
+                    f"another client's GET of a BotSession {label} the burst: p50 / p99 / max "
+                    f"(ms, {latency.requests} requests)",
+                    "",
+                    f"{latency.p50_ms} / {latency.p99_ms} / {latency.max_ms}",
+                    "",
+                    "",
+                )
+            )
     bw, fbw = burst.window, fburst.window if fburst else None
     if bw is not None:
         rows.append(compared("burst: peak RSS (MB, VmHWM)", bw.hwm_mb, fbw.hwm_mb if fbw else None))
