@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 
 from controller import metrics
+from controller.steps import guarded
 from controller.sync import Announcer, sync_and_mark
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.domain.logs import event
@@ -108,14 +109,5 @@ class CatchUp:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(INTERVAL)
-            if not (self.index.filled.is_set() and self.leading()):
-                continue
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                event(log, "catch-up waiting for a store", logging.WARNING, error=str(exc))
-            except Exception as exc:
-                metrics.RECONCILE_ERRORS.labels(stage="catch-up").inc()
-                event(log, "catch-up step failed", logging.ERROR, error=str(exc))
+            if self.index.filled.is_set() and self.leading():
+                await guarded("catch-up", self.step)

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from aiolimiter import AsyncLimiter
 
 from controller import metrics
+from controller.steps import guarded
 from sessions.adapters.kubernetes.informer import BotSessionIndex
-from sessions.domain.logs import event
-from sessions.domain.model import StoreUnavailable
 from sessions.runtime import Runtime
 from sessions.usecases.healing import Copied, copy_last_seen
 
@@ -58,16 +57,8 @@ class LastSeenCopy:
 
     async def run(self) -> None:
         while True:
-            looked_at = 0
+            copied = None
             if self.index.filled.is_set() and self.leading():
-                try:
-                    looked_at = (await self.step()).looked_at
-                except asyncio.CancelledError:
-                    raise
-                except StoreUnavailable as exc:
-                    event(log, "lastSeen copy waiting for a store", logging.WARNING, error=str(exc))
-                except Exception as exc:
-                    metrics.RECONCILE_ERRORS.labels(stage="last-seen").inc()
-                    event(log, "lastSeen copy failed", logging.ERROR, error=str(exc))
-            if looked_at < self.batch:  # a full batch: more may be due at once
+                copied = await guarded("last-seen", self.step)
+            if copied is None or copied.looked_at < self.batch:  # full: more may be due now
                 await asyncio.sleep(INTERVAL)

@@ -5,7 +5,7 @@ the budgeted copy of lastSeen."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -17,7 +17,13 @@ from sessions.adapters.sql.store import SqlStore
 from sessions.domain.model import Identity, Phase, ReportedState, SessionKey
 from sessions.domain.records import BotSessionRecord
 from sessions.domain.settings import load_settings
-from sessions.usecases.healing import audit, copy_last_seen, restore_if_lost, restore_redis
+from sessions.usecases.healing import (
+    Copied,
+    audit,
+    copy_last_seen,
+    restore_if_lost,
+    restore_redis,
+)
 from sessions.usecases.service import ClearFlags, SessionService
 from tests.fakes import Clock
 
@@ -148,6 +154,26 @@ async def test_the_audit_heals_what_the_sentinel_cannot_see(
     assert (again.redis, again.database) == (0, 0)
 
 
+async def copy(
+    service: SessionService,
+    index: dict[SessionKey, BotSessionRecord],
+    *,
+    limit: int,
+    pace: Callable[[], Awaitable[None]],
+) -> Copied:
+    """One copy of lastSeen as the operator makes it, `index` standing for its index."""
+    return await copy_last_seen(
+        service.redis,
+        service.botsessions,
+        service.sql,
+        index.get,
+        drift=DRIFT,
+        now=service.now(),
+        limit=limit,
+        pace=pace,
+    )
+
+
 class Paced:
     """The write budget, counted."""
 
@@ -176,16 +202,7 @@ async def test_only_heartbeats_older_than_the_drift_are_copied_oldest_first_with
     index = {r.key: r for r in await records_of(service, keys)}
     pace = Paced()
 
-    copied = await copy_last_seen(
-        service.redis,
-        service.botsessions,
-        service.sql,
-        index.get,
-        drift=DRIFT,
-        now=service.now(),
-        limit=2,
-        pace=pace,
-    )
+    copied = await copy(service, index, limit=2, pace=pace)
 
     assert (copied.looked_at, copied.written, pace.writes) == (2, 2, 2)
     assert set(await unsynced(service.redis)) == {member_of(keys[2]), member_of(keys[3])}
@@ -216,16 +233,7 @@ async def test_a_heartbeat_during_the_copy_keeps_the_session_for_the_next_one(
         clock.advance(seconds=1)
         await service.heartbeat(key)
 
-    copied = await copy_last_seen(
-        service.redis,
-        service.botsessions,
-        service.sql,
-        index.get,
-        drift=DRIFT,
-        now=service.now(),
-        limit=10,
-        pace=heartbeat_meanwhile,
-    )
+    copied = await copy(service, index, limit=10, pace=heartbeat_meanwhile)
 
     held = await service.redis.get(key)
     assert copied.written == 1 and held is not None
@@ -250,16 +258,7 @@ async def test_sessions_that_went_or_are_already_as_recent_leave_without_a_write
     index = {keys[2]: replace(current, last_seen=held.last_seen)}  # keys[1]: gone
     pace = Paced()
 
-    copied = await copy_last_seen(
-        service.redis,
-        service.botsessions,
-        service.sql,
-        index.get,
-        drift=DRIFT,
-        now=service.now(),
-        limit=10,
-        pace=pace,
-    )
+    copied = await copy(service, index, limit=10, pace=pace)
 
     assert (copied.looked_at, copied.written, pace.writes) == (2, 0, 0)
     assert await unsynced(service.redis) == {}
