@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from functools import partial
 
 import pytest
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 WRITE_VERBS = ("POST", "PATCH", "PUT", "DELETE")
 SETTLE = 3.0  # seconds for kopf to finish with an object after its last change
+REPORTS = 10
 
 
 def writes(plane: ControlPlane) -> Counter[str]:
@@ -42,35 +44,38 @@ def writes(plane: ControlPlane) -> Counter[str]:
     return counts
 
 
-async def test_writes_of_a_first_report_and_of_a_transition(stack: Stack) -> None:
+async def test_writes_of_first_reports_and_of_transitions(stack: Stack) -> None:
     warm = SessionKey("bot-writes", "warm")
-    key = SessionKey("bot-writes", "counted")
+    keys = [SessionKey("bot-writes", f"u{i}") for i in range(REPORTS)]
     with stack.operator():
         await stack.service.report(warm, ReportedState.CONNECTED, identity=IDENTITY)
         await eventually(lambda: synced_everywhere(stack, [warm]), timeout=30)
         await asyncio.sleep(SETTLE)
 
         before = writes(stack.plane)
-        await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
-        await eventually(lambda: synced_everywhere(stack, [key]), timeout=30)
+        for key in keys:  # one after another, as new users come
+            await stack.service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+            await eventually(partial(synced_everywhere, stack, [key]), timeout=30)
         await asyncio.sleep(SETTLE)
         first = writes(stack.plane) - before
 
         before = writes(stack.plane)
-        await stack.service.report(key, ReportedState.DISCONNECTED)
-        await eventually(lambda: synced_everywhere(stack, [key]), timeout=30)
+        for key in keys:
+            await stack.service.report(key, ReportedState.DISCONNECTED)
+            await eventually(partial(synced_everywhere, stack, [key]), timeout=30)
         await asyncio.sleep(SETTLE)
         then = writes(stack.plane) - before
 
-    print(f"first report (new session, connecting -> active): {dict(first)}")
-    print(f"one transition (active -> inactive): {dict(then)}")
-    # as measured on 2026-12-01 (docs/benchmarks.md, "Writes per report"): a first report
-    # makes 9 writes and loses 2-3 compare-and-swaps; a transition makes 4
-    assert done(first).total() <= 9, first
-    assert first["POST botsessions"] == 1
-    assert refused(first).total() <= 3, first
-    assert done(then).total() <= 4, then
-    assert refused(then).total() <= 1, then
+    print(f"{REPORTS} first reports (new sessions, connecting -> active): {dict(first)}")
+    print(f"{REPORTS} transitions (active -> inactive): {dict(then)}")
+    # measured on 2026-12-01 (docs/benchmarks.md, "Writes per report"): 8.4-9.2 writes and
+    # 1.7-2.5 refused per first report, the spread from races with kopf; 4 per transition.
+    # The bounds leave room for that spread and catch what grows beyond it.
+    assert first["POST botsessions"] == REPORTS
+    assert done(first).total() <= 11 * REPORTS, first
+    assert refused(first).total() <= 4 * REPORTS, first
+    assert done(then).total() <= 4 * REPORTS, then
+    assert refused(then).total() <= REPORTS, then
 
 
 def done(counts: Counter[str]) -> Counter[str]:
