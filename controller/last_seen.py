@@ -11,7 +11,6 @@ Redis's by about sessions / rate seconds (Redis, which the API reads, is never b
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Callable
 
@@ -22,8 +21,6 @@ from controller.steps import guarded
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.runtime import Runtime
 from sessions.usecases.healing import Copied, copy_last_seen
-
-log = logging.getLogger(__name__)
 
 INTERVAL = 1.0  # seconds between looks when nothing is due
 
