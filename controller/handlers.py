@@ -13,6 +13,7 @@ from controller import metrics
 from controller.catch_up import CatchUp
 from controller.housekeeping_loop import HousekeepingLoop
 from controller.last_seen import LastSeenCopy
+from controller.persistence import NoDiffBase
 from controller.sync import Announcer, sync_and_mark
 from sessions.adapters.kubernetes.botsessions import kept_labels, record_of
 from sessions.adapters.kubernetes.crd import FINALIZER, GROUP, PLURAL, VERSION
@@ -34,9 +35,7 @@ def retry_delay(retry: int) -> float:
 def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
@@ -125,9 +124,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 def in_step(body: kopf.Body) -> bool:
     """This revision and generation are already in Redis and the database, announced and in
-    the conditions: nothing to do. kopf sees the create's own first phase as an update of
-    status.revision, and under load it re-runs the create with a stale body once its
-    consistency timeout (5 s) passes."""
+    the conditions: nothing to do (most events: the sync's own status write, lastSeen copies,
+    a restart's resume)."""
     status, meta = body.status, body.metadata
     synced = bool(
         status.get("phase")
@@ -146,32 +144,37 @@ def labels_missing(body: kopf.Body) -> dict[str, str]:
     return {k: v for k, v in wanted.items() if body.metadata.labels.get(k) != v}
 
 
-@kopf.on.resume(*RESOURCE, registry=registry)
-@kopf.on.create(*RESOURCE, registry=registry)
-@kopf.on.update(*RESOURCE, field="status.revision", registry=registry)
-@kopf.on.update(*RESOURCE, field="spec", registry=registry)
+@kopf.on.event(*RESOURCE, registry=registry)
 async def sync(
+    type: str | None,
     body: kopf.Body,
     patch: kopf.Patch,
     memo: kopf.Memo,
-    retry: int,
     **_: Any,
 ) -> None:
     """First phase if empty; Redis and the database made to match; Events; conditions.
 
-    On a restart every object is resumed; one in step costs no I/O (the housekeeping's
-    resync still checks that Redis and the database hold it)."""
+    Every event of a BotSession comes here, a restart's listing included (type None); one in
+    step costs no I/O. One attempt per revision and generation: a sync that a store keeps
+    pending is marked so in the conditions and retried by the catch-up (controller.catch_up),
+    which also covers a failure here. An event handler, not kopf's create/update handlers:
+    those make kopf rewrite an annotation of every BotSession after every change
+    (controller.persistence)."""
     if not memo.get("handled"):  # kopf's memo here is this object's own copy
         memo.handled = True
         metrics.HANDLED_OBJECTS.inc()
-    if in_step(body):
+    if type == "DELETED" or body.metadata.get("deletionTimestamp") or in_step(body):
         return
     runtime = runtime_of(memo)
     record = record_of(dict(body))
     if first_phase_awaited(record, utcnow(), runtime.settings.first_phase_grace):
-        return  # the API's first phase is an update of status.revision: synced then
+        return  # the API's first phase comes as the next event: synced then
     for label, value in labels_missing(body).items():  # lookups by bot, and by alias
         patch.metadata.labels[label] = value
+    attempt = (record.revision, record.generation)
+    if memo.get("attempted") == attempt:
+        return  # our own status write of a pending sync: the catch-up retries it
+    memo.attempted = attempt
     outcome = await sync_and_mark(
         runtime,
         memo.announcer,
@@ -179,12 +182,12 @@ async def sync(
         body.metadata.get("generation"),
         body.status.get("conditions"),
     )
-    if outcome is None or outcome.synced:
-        return  # synced, or a newer revision is there: its own update event syncs it
-    kopf.warn(
-        body, reason="SyncPending", message=f"{' and '.join(outcome.pending)} unavailable; retrying"
-    )
-    raise kopf.TemporaryError(f"waiting for {outcome.pending}", delay=retry_delay(retry))
+    if outcome is not None and not outcome.synced:
+        kopf.warn(
+            body,
+            reason="SyncPending",
+            message=f"{' and '.join(outcome.pending)} unavailable; retrying",
+        )
 
 
 @kopf.on.delete(*RESOURCE, registry=registry)

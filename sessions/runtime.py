@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sessions.adapters.guard import GuardObserver
 from sessions.adapters.kubernetes.botsessions import CUSTOM_NAMED, KubeBotSessions
 from sessions.adapters.kubernetes.client import KubeClient, load_config
+from sessions.adapters.kubernetes.crd import FINALIZER
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.redis.store import RedisKeys, RedisStore, connect
 from sessions.adapters.sql.migrate import upgrade
@@ -57,9 +58,12 @@ class Runtime:
         kubeconfig: str | None = None,
         migrate: bool = False,
         every_botsession: bool = False,
+        finalizer: str | None = FINALIZER,
     ) -> Runtime:
         """every_botsession: index every BotSession (the operator's housekeeping reads it),
-        not only the custom-named ones (the API's lookups)."""
+        not only the custom-named ones (the API's lookups). finalizer: the one new
+        BotSessions are created with (the operator's; None where no operator runs, as in the
+        API's own tests, else nothing would let a cleared BotSession go)."""
         connection = load_config(kubeconfig)
         kube = KubeClient(connection)
         redis = RedisStore(
@@ -83,7 +87,9 @@ class Runtime:
             kube, namespace, label_selector=None if every_botsession else CUSTOM_NAMED
         )
         # only the API creates BotSessions (a first report), and it writes their first phase
-        botsessions = KubeBotSessions(kube, namespace, creator="api", aliases=index.name_of)
+        botsessions = KubeBotSessions(
+            kube, namespace, creator="api", finalizer=finalizer, aliases=index.name_of
+        )
         service = SessionService(botsessions, redis, sql, settings)
         runtime = cls(settings, redis, sql, kube, botsessions, service, index)
         runtime.watching.append(asyncio.create_task(index.run(), name="botsession index"))

@@ -44,6 +44,7 @@ class BotSessionRecord:
     synced_revision: int = 0  # the revision the controller copied to Redis and the database
     uid: str = ""
     generation: int = 0
+    observed_generation: int = 0  # the generation the controller last synced
     incarnation: int = 0  # set with the first phase (sessions.domain.model.Version)
     created_by_api: bool = False  # the API gives it its first phase; the operator waits
 

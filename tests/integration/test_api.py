@@ -169,7 +169,10 @@ def make_app(
 ) -> FastAPI:
     return create_app(
         settings,
-        runtime_factory=lambda s: Runtime.open(s, kubeconfig=str(kubeconfig), migrate=migrate),
+        # no operator runs here: a cleared BotSession born with its finalizer would stay
+        runtime_factory=lambda s: Runtime.open(
+            s, kubeconfig=str(kubeconfig), migrate=migrate, finalizer=None
+        ),
         api_settings=api_settings,
     )
 

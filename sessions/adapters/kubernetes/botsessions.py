@@ -130,6 +130,7 @@ def record_of(body: dict[str, Any]) -> BotSessionRecord:
         synced_revision=int(status.get("syncedRevision") or 0),
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
         incarnation=incarnation,
         created_by_api=(meta.get("annotations") or {}).get(CREATED_BY) == "api",
     )
@@ -141,6 +142,7 @@ def manifest(
     namespace: str,
     ttl_seconds: int | None = None,
     created_by: str | None = None,
+    finalizer: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"botId": key.bot_id, "userId": key.user_id}
     if identity.phone_number:
@@ -161,6 +163,8 @@ def manifest(
     }
     if created_by:
         metadata["annotations"] = {CREATED_BY: created_by}
+    if finalizer:
+        metadata["finalizers"] = [finalizer]
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
 
 
@@ -225,9 +229,11 @@ def sync_status_patch(record: BotSessionRecord, fields: dict[str, Any]) -> list[
 
 class KubeBotSessions:
     """BotSessions in one namespace. `creator` ("api" in the API) marks the objects this
-    instance creates as ones whose first phase it writes itself (CREATED_BY). `aliases`
-    names the custom-named BotSession of a key, if there is one (an index held in memory:
-    sessions.runtime)."""
+    instance creates as ones whose first phase it writes itself (CREATED_BY). `finalizer`
+    (the operator's, in the API) is given to them at their creation: kopf adding it later
+    is one more write per session, and it raced the API's first-phase compare-and-swap (a
+    409 for one of the two). `aliases` names the custom-named BotSession of a key, if there
+    is one (an index held in memory: sessions.runtime)."""
 
     def __init__(
         self,
@@ -235,12 +241,14 @@ class KubeBotSessions:
         namespace: str,
         poll_interval: float = 0.1,
         creator: str | None = None,
+        finalizer: str | None = None,
         aliases: Callable[[SessionKey], str | None] | None = None,
     ) -> None:
         self.objects = CustomObjects(client, GROUP, VERSION, namespace, PLURAL)
         self.namespace = namespace
         self.poll_interval = poll_interval
         self.creator = creator
+        self.finalizer = finalizer
         self.aliases = aliases
 
     async def _get_named(self, name: str) -> BotSessionRecord | None:
@@ -270,7 +278,7 @@ class KubeBotSessions:
     async def create(
         self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
     ) -> tuple[BotSessionRecord, bool]:
-        body = manifest(key, identity, self.namespace, ttl_seconds, self.creator)
+        body = manifest(key, identity, self.namespace, ttl_seconds, self.creator, self.finalizer)
         try:
             return record_of(await self.objects.create(body)), True
         except ApiError as exc:
