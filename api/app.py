@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api import dashboard, errors, metrics
+from api.admission import WriteAdmission
 from api.auth import TokenRegistry
 from api.health import Readiness
 from api.limits import RateLimiter
@@ -120,6 +121,11 @@ def create_app(
     app.state.tokens = tokens
     app.state.readiness = Readiness(timeout=api_settings.ready_timeout)
     app.state.limiter = RateLimiter()
+    app.state.admission = WriteAdmission(
+        api_settings.write_concurrency,
+        api_settings.write_queue_limit,
+        api_settings.write_max_wait,
+    )
     app.state.default_rate = api_settings.default_rate()
     errors.install(app)
     if status_fast_path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from sessions.adapters.guard import guard_metrics
 
@@ -26,6 +26,16 @@ RATE_LIMITED = Counter(
     "botsession_api_rate_limited_total",
     "Requests refused with 429 because their token was over its rate limit",
     ["token"],
+    registry=REGISTRY,
+)
+WRITES_REFUSED = Counter(
+    "botsession_api_writes_refused_total",
+    "Reports and clears answered 503 because too many were waiting for a turn (api.admission)",
+    registry=REGISTRY,
+)
+WRITES_WAITING = Gauge(
+    "botsession_api_writes_waiting",
+    "Reports and clears waiting for a turn (api.admission)",
     registry=REGISTRY,
 )
 BODY_TOO_LARGE = Counter(

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from api.admission import WriteAdmission
 from api.auth import ApiToken, Scope, require
 from api.errors import ApiProblem, error_body
 from api.health import Readiness
@@ -65,7 +66,13 @@ def service_of(request: Request) -> SessionService:
     return runtime.service
 
 
+def admission_of(request: Request) -> WriteAdmission:
+    admission: WriteAdmission = request.app.state.admission
+    return admission
+
+
 Service = Annotated[SessionService, Depends(service_of)]
+Admission = Annotated[WriteAdmission, Depends(admission_of)]
 Reader = Annotated[ApiToken, Depends(require(Scope.READ))]
 Reporter = Annotated[ApiToken, Depends(require(Scope.REPORT))]
 
@@ -138,6 +145,7 @@ async def clear_session(
     body: ClearRequest,
     response: Response,
     service: Service,
+    admission: Admission,
     token: Reporter,
 ) -> ClearResponse:
     """Needs the `report` scope for one session (`userId`), `admin` for all of a bot's.
@@ -149,12 +157,13 @@ async def clear_session(
             "userId is required (only a token with the admin scope may omit it, to clear "
             "every session of the bot)",
         )
-    result = await service.clear(
-        bot_id,
-        body.userId,
-        ClearFlags(body.clearSession, body.clearRedis, body.clearDatabase),
-        actor=token.name,
-    )
+    async with admission.turn():
+        result = await service.clear(
+            bot_id,
+            body.userId,
+            ClearFlags(body.clearSession, body.clearRedis, body.clearDatabase),
+            actor=token.name,
+        )
     if result.pending:
         response.status_code = 202
     return ClearResponse.model_validate(
@@ -193,13 +202,15 @@ async def report(
     body: ReportRequest,
     response: Response,
     service: Service,
+    admission: Admission,
     token: Reporter,
 ) -> ReportResponse:
     """`connecting`, `connected` (phase active), `failed`, `disconnected` (phase inactive).
     A refused transition is 409 with the current phase and the allowed next ones."""
     key = SessionKey(bot_id, user_id)
     identity = Identity(body.phoneNumber or "", body.displayName or "", body.sessionId or "")
-    result = await service.report(key, body.state, body.reason, identity, actor=token.name)
+    async with admission.turn():
+        result = await service.report(key, body.state, body.reason, identity, actor=token.name)
     if result.created:
         response.status_code = 201
         response.headers["Location"] = (

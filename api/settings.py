@@ -67,6 +67,19 @@ class ApiSettings(BaseSettings):
     rate_burst: int | None = Field(
         default=None, ge=1, description="the default limit's burst (default: 2 x rate_limit)"
     )
+    write_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="reports and clears worked on at once; the others wait their turn "
+        "(api.admission)",
+    )
+    write_queue_limit: int = Field(
+        default=2000, ge=0, description="past this many waiting, a write is answered 503 at once"
+    )
+    write_max_wait: float = Field(
+        default=10.0, gt=0, le=300, description="seconds a write may wait for its turn (then 503)"
+    )
     log_level: str = Field(default="INFO")
 
     def default_rate(self) -> Rate | None:
