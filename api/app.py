@@ -16,8 +16,8 @@ from api.admission import WriteAdmission
 from api.auth import TokenRegistry
 from api.health import Readiness
 from api.limits import RateLimiter
-from api.middleware import BodyLimit, RequestLog, StatusFastPath
-from api.routes import health, router, session_status
+from api.middleware import BodyLimit, HeartbeatFastPath, RequestLog, StatusFastPath
+from api.routes import health, heartbeat, router, session_status
 from api.settings import ApiSettings, load_api_settings
 from sessions.domain import logs, privacy
 from sessions.domain.settings import Settings, load_settings
@@ -73,13 +73,13 @@ def create_app(
     settings: Settings | None = None,
     runtime_factory: RuntimeFactory | None = None,
     api_settings: ApiSettings | None = None,
-    status_fast_path: bool = True,
+    fast_paths: bool = True,
 ) -> FastAPI:
     """The app. Settings default to the environment (BOTSESSION_*, BOTSESSION_API_*);
     raises SettingsError or auth.TokenError on bad configuration, before serving anything.
 
-    `status_fast_path=False` leaves every session-status request to the FastAPI route (the
-    tests compare the two answers)."""
+    `fast_paths=False` leaves every session-status and heartbeat request to the FastAPI
+    routes (the tests compare the two answers)."""
     api_settings = api_settings or load_api_settings()
     settings = settings or load_settings()
     tokens = TokenRegistry(
@@ -128,9 +128,10 @@ def create_app(
     )
     app.state.default_rate = api_settings.default_rate()
     errors.install(app)
-    if status_fast_path:
-        # added first, so RequestLog (added last: outermost) logs and counts its answers too
+    if fast_paths:
+        # added first, so RequestLog (added last: outermost) logs and counts their answers too
         app.add_middleware(StatusFastPath, route=route_of(session_status))
+        app.add_middleware(HeartbeatFastPath, route=route_of(heartbeat))
     app.add_middleware(BodyLimit, max_bytes=api_settings.max_body_bytes)
     app.add_middleware(RequestLog)
     app.include_router(router)

@@ -1,7 +1,7 @@
 """The API's pure ASGI layers, outermost first: RequestLog (one log line and the metrics per
 request, the 500 envelope), BodyLimit (413 before a large body is read or authenticated)
-and StatusFastPath (the ordinary session-status request answered without FastAPI's
-machinery). api.app stacks them in that order."""
+and the fast paths (the ordinary session-status and heartbeat requests answered without
+FastAPI's machinery). api.app stacks them in that order."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from api import metrics
 from api.auth import Scope as TokenScope
 from api.auth import TokenRegistry, admit, bearer_token
 from api.errors import ApiProblem, error_body, error_response, session_error_response
-from api.schemas import StatusResponse
+from api.schemas import HeartbeatResponse, StatusResponse
 from sessions.adapters.kubernetes.crd import ID_PATTERN
 from sessions.domain.logs import event
-from sessions.domain.model import SessionError
+from sessions.domain.model import SessionError, SessionKey
 from sessions.runtime import Runtime
 
 log = logging.getLogger("api")
@@ -180,41 +180,41 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-class StatusFastPath:
-    """The hot path of `GET /v1/whatsapp/session-status/{botId}`, served without FastAPI's routing,
-    dependency injection and response validation.
+class FastPath:
+    """An endpoint's hot path, served without FastAPI's routing, dependency injection and
+    response validation.
 
-    The frontend polls this endpoint for every bot it shows, so it is the API's busiest by far. This
-    ASGI layer answers the ordinary request itself: a well-formed id, at most a `userId` query, a
-    bearer token with the read scope. Anything else (a bad id, a missing or wrong token, another
-    query parameter) goes on, untouched, to the FastAPI route in api/routes.py, which stays the one
-    definition of the endpoint: its OpenAPI entry, its validation and its error answers. Both call
-    the same SessionService.status and build the same body (schemas.StatusResponse) and errors
-    (errors.session_error_response); tests/integration/test_api.py compares them byte for byte.
+    The ordinary request (well-formed ids, nothing more in the query than the route allows,
+    a bearer token with the route's scope) is answered here; anything else (a bad id, a
+    missing or wrong token, another query parameter) goes on, untouched, to the FastAPI route
+    in api/routes.py, which stays the one definition of the endpoint: its OpenAPI entry, its
+    validation and its error answers. Both call the same SessionService method and build the
+    same body and errors (errors.session_error_response); tests/integration/test_api.py
+    compares them byte for byte.
 
-    It sits inside RequestLog, so metrics and the log line are the same as for any route
-    (it sets scope["route"] to the FastAPI route for their template). docs/benchmarks.md ("The
-    REST API under load") has what it saves.
+    It sits inside RequestLog, so metrics and the log line are the same as for any route (it
+    sets scope["route"] to the FastAPI route for their template). docs/benchmarks.md ("The
+    REST API under load", "The write path (issue 20)") has what it saves.
     """
+
+    method = "GET"
+    needs = TokenScope.READ
 
     def __init__(self, app: ASGIApp, route: APIRoute) -> None:
         self.app = app
         self.route = route
         self.served = 0  # answered here rather than by the route
-        self.prefix = route.path.removesuffix("{botId}")
-        if self.prefix + "{botId}" != route.path:
-            raise ValueError(f"expected a route ending in {{botId}}, got {route.path}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = self._ordinary(scope)
         if request is None:
             await self.app(scope, receive, send)
             return
-        bot_id, user_id, token = request
+        ids, token = request
         state = scope["app"].state
         registry: TokenRegistry = state.tokens
         caller = registry.authenticate(token)
-        if caller is None or not caller.allows(TokenScope.READ):
+        if caller is None or not caller.allows(self.needs):
             await self.app(scope, receive, send)  # the route answers 401 or 403
             return
         try:
@@ -230,11 +230,10 @@ class StatusFastPath:
         scope.setdefault("state", {})["actor"] = caller.name
         runtime: Runtime = state.runtime
         try:
-            view = await runtime.service.status(bot_id, user_id)
+            body, extra = await self.answer(runtime, *ids)
         except SessionError as exc:
             await session_error_response(exc)(scope, receive, send)
             return
-        body = StatusResponse.json_of(view.state)
         await send(
             {
                 "type": "http.response.start",
@@ -242,16 +241,46 @@ class StatusFastPath:
                 "headers": [
                     (b"content-length", str(len(body)).encode()),
                     (b"content-type", b"application/json"),
-                    (b"x-session-source", view.source.encode()),
+                    *extra,
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _ordinary(self, scope: Scope) -> tuple[str, str | None, str] | None:
-        """(botId, userId, token) when this is a request the fast path may answer."""
-        if scope["type"] != "http" or scope["method"] != "GET":
+    def ids(self, scope: Scope) -> tuple[str | None, ...] | None:
+        """The route's ids when the path and query are the ordinary ones."""
+        raise NotImplementedError
+
+    async def answer(
+        self, runtime: Runtime, *ids: str | None
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The 200 body and the headers beside content-length and content-type."""
+        raise NotImplementedError
+
+    def _ordinary(self, scope: Scope) -> tuple[tuple[str | None, ...], str] | None:
+        """(ids, token) when this is a request the fast path may answer."""
+        if scope["type"] != "http" or scope["method"] != self.method:
             return None
+        ids = self.ids(scope)
+        if ids is None:
+            return None
+        token = _header_token(scope["headers"])
+        if token is None or not token.isprintable() or " " in token:
+            return None
+        return ids, token
+
+
+class StatusFastPath(FastPath):
+    """`GET /v1/whatsapp/session-status/{botId}[?userId=]`: the frontend polls it for every bot
+    it shows, so it is the API's busiest endpoint by far."""
+
+    def __init__(self, app: ASGIApp, route: APIRoute) -> None:
+        super().__init__(app, route)
+        self.prefix = route.path.removesuffix("{botId}")
+        if self.prefix + "{botId}" != route.path:
+            raise ValueError(f"expected a route ending in {{botId}}, got {route.path}")
+
+    def ids(self, scope: Scope) -> tuple[str | None, ...] | None:
         path = _route_path(scope)
         if not path.startswith(self.prefix):
             return None
@@ -264,10 +293,49 @@ class StatusFastPath:
             if len(query) != 1 or query[0][0] != "userId" or _ID.fullmatch(query[0][1]) is None:
                 return None
             user_id = query[0][1]
-        token = _header_token(scope["headers"])
-        if token is None or not token.isprintable() or " " in token:
+        return bot_id, user_id
+
+    async def answer(
+        self, runtime: Runtime, *ids: str | None
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        bot_id, user_id = ids
+        assert bot_id is not None
+        view = await runtime.service.status(bot_id, user_id)
+        return StatusResponse.json_of(view.state), [(b"x-session-source", view.source.encode())]
+
+
+class HeartbeatFastPath(FastPath):
+    """`POST /v1/whatsapp/sessions/{botId}/{userId}/heartbeat`: every live bot session sends one
+    every 30 s or so (100,000 sessions: 3,333 a second), and it only touches Redis, so
+    FastAPI's own work per request was most of its cost."""
+
+    method = "POST"
+    needs = TokenScope.REPORT
+
+    def __init__(self, app: ASGIApp, route: APIRoute) -> None:
+        super().__init__(app, route)
+        self.prefix, _, self.suffix = route.path.partition("{botId}/{userId}")
+        if not self.suffix or self.prefix + "{botId}/{userId}" + self.suffix != route.path:
+            raise ValueError(f"expected a route with {{botId}}/{{userId}}, got {route.path}")
+
+    def ids(self, scope: Scope) -> tuple[str | None, ...] | None:
+        path = _route_path(scope)
+        if scope["query_string"] or not path.startswith(self.prefix):
             return None
-        return bot_id, user_id, token
+        if not path.endswith(self.suffix):
+            return None
+        bot_id, slash, user_id = path[len(self.prefix) : -len(self.suffix)].partition("/")
+        if not slash or _ID.fullmatch(bot_id) is None or _ID.fullmatch(user_id) is None:
+            return None
+        return bot_id, user_id
+
+    async def answer(
+        self, runtime: Runtime, *ids: str | None
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        bot_id, user_id = ids
+        assert bot_id is not None and user_id is not None
+        beat = await runtime.service.heartbeat(SessionKey(bot_id, user_id))
+        return HeartbeatResponse.json_of(beat), []
 
 
 def _header_token(headers: list[tuple[bytes, bytes]]) -> str | None:

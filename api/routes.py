@@ -30,7 +30,7 @@ from api.schemas import (
     errors,
 )
 from sessions.adapters.kubernetes.crd import ID_PATTERN
-from sessions.domain.model import Identity, Phase, SessionKey, format_time
+from sessions.domain.model import Identity, Phase, SessionKey
 from sessions.runtime import Runtime
 from sessions.usecases.service import ClearFlags, SessionService
 
@@ -242,12 +242,7 @@ async def heartbeat(
     database. 404 for an unknown session, 409 `session_inactive` for an inactive one
     (report `connecting` first)."""
     beat = await service.heartbeat(SessionKey(bot_id, user_id))
-    return HeartbeatResponse(
-        status=beat.phase,
-        lastSeen=format_time(beat.last_seen),
-        expiresAt=format_time(beat.expires_at),
-        revision=beat.revision,
-    )
+    return HeartbeatResponse.of(beat)
 
 
 @router.get(

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sessions.adapters.kubernetes.crd import ID_PATTERN
+from sessions.adapters.redis.store import Heartbeat
 from sessions.domain.model import (
     HistoryEntry,
     Phase,
@@ -294,6 +295,25 @@ class HeartbeatResponse(BaseModel):
     lastSeen: Time
     expiresAt: Time
     revision: int
+
+    @classmethod
+    def of(cls, beat: Heartbeat) -> HeartbeatResponse:
+        return cls(**cls._fields_of(beat))
+
+    @classmethod
+    def json_of(cls, beat: Heartbeat) -> bytes:
+        """The body as FastAPI's serializer writes it (test_api.py compares the bytes)."""
+        body = {"success": True, **cls._fields_of(beat)}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _fields_of(beat: Heartbeat) -> dict[str, Any]:
+        return {
+            "status": beat.phase.value,
+            "lastSeen": format_time(beat.last_seen),
+            "expiresAt": format_time(beat.expires_at),
+            "revision": beat.revision,
+        }
 
 
 class SessionList(BaseModel):

@@ -55,6 +55,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import string
@@ -431,6 +432,7 @@ class RawConnection:
         self.head = f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {token}\r\n"
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.retry_after: float | None = None  # the last answer's Retry-After, if it had one
 
     async def open(self) -> Self:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -446,10 +448,14 @@ class RawConnection:
         header = await self.reader.readuntil(b"\r\n\r\n")
         status = int(header.split(b" ", 2)[1])
         length = 0
+        self.retry_after = None
         for line in header.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value)
+            elif name == b"retry-after":
+                self.retry_after = float(value)
         return status, await self.reader.readexactly(length)
 
     async def close(self) -> None:
@@ -463,8 +469,9 @@ class RawConnection:
 class StormTally:
     latencies: list[float] = field(default_factory=list)  # per request, without connecting
     connects: list[float] = field(default_factory=list)
-    statuses: Counter[int] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)  # every answer, retried ones too
     transport: int = 0
+    retried: int = 0  # 429/503 answers the bot waited out (Retry-After) and repeated
 
     def latency_ms(self) -> dict[str, float]:
         ms = [v * 1000 for v in self.latencies]
@@ -474,35 +481,59 @@ class StormTally:
         return out
 
 
-async def storm_bot(url: str, token: str, i: int, key: SessionKey, tally: StormTally) -> None:
-    """A bot (re)starting: a new connection, connecting, then connected."""
+RETRIED = (429, 503)
+MAX_TRIES = 20  # per report; a bot that is refused this often gives up (counted as non-2xx)
+
+
+async def storm_bot(
+    url: str, token: str, i: int, key: SessionKey, tally: StormTally, room: asyncio.Semaphore
+) -> None:
+    """A bot (re)starting: a new connection, connecting, then connected. A 429 or 503 with
+    Retry-After is waited out and the report repeated, as a well-behaved client does (the
+    API refuses writes past its queue: api.admission). `room` bounds the connections open
+    at once (the client's file descriptors), not the bots."""
     bodies = [{"state": "connecting"}, {"state": "connected", **identity(i)}]
-    started = time.perf_counter()
-    conn = RawConnection(url, token)
-    try:
-        await conn.open()
-        tally.connects.append(time.perf_counter() - started)
-        for body in bodies:
-            started = time.perf_counter()
-            status, _ = await conn.request("POST", report_path(key), json.dumps(body).encode())
-            tally.latencies.append(time.perf_counter() - started)
-            tally.statuses[status] += 1
-            if not 200 <= status < 300:
-                return
-    except (OSError, asyncio.IncompleteReadError, ValueError):
-        tally.transport += 1
-    finally:
-        await conn.close()
+    async with room:
+        started = time.perf_counter()
+        conn = RawConnection(url, token)
+        try:
+            await conn.open()
+            tally.connects.append(time.perf_counter() - started)
+            for body in bodies:
+                for _try in range(MAX_TRIES):
+                    started = time.perf_counter()
+                    status, _ = await conn.request(
+                        "POST", report_path(key), json.dumps(body).encode()
+                    )
+                    tally.latencies.append(time.perf_counter() - started)
+                    tally.statuses[status] += 1
+                    if status not in RETRIED or conn.retry_after is None:
+                        break
+                    tally.retried += 1
+                    await asyncio.sleep(conn.retry_after * random.uniform(0.5, 1.5))
+                if not 200 <= status < 300:
+                    return
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            tally.transport += 1
+        finally:
+            await conn.close()
 
 
 async def storm(
-    name: str, url: str, token: str, keys: Sequence[SessionKey], meter: CpuMeter
+    name: str,
+    url: str,
+    token: str,
+    keys: Sequence[SessionKey],
+    meter: CpuMeter,
+    connections: int,
 ) -> Run:
-    """Every bot reports connecting then connected, all at once, each on its own new
-    connection; then session-status is polled until every session is active."""
+    """Every bot reports connecting then connected, all at once (at most `connections` open
+    at a time), each on its own new connection; then session-status is polled until every
+    session is active."""
     tally = StormTally()
+    room = asyncio.Semaphore(connections)
     mark = meter.begin()
-    await asyncio.gather(*(storm_bot(url, token, i, k, tally) for i, k in enumerate(keys)))
+    await asyncio.gather(*(storm_bot(url, token, i, k, tally, room) for i, k in enumerate(keys)))
     answered = time.monotonic() - mark.start
     cpu = meter.end(mark)
     others_top = meter.top_others(mark)
@@ -515,7 +546,8 @@ async def storm(
         seconds=round(answered, 2),
         rps=round(requests / answered, 1),
         latency_ms=tally.latency_ms(),
-        non_2xx=sum(n for code, n in tally.statuses.items() if not 200 <= code < 300),
+        non_2xx=sum(n for code, n in tally.statuses.items() if not 200 <= code < 300)
+        - tally.retried,
         socket_errors={"transport": tally.transport},
         cpu_pct=cpu,
         extra={
@@ -526,6 +558,7 @@ async def storm(
             "connect_ms_p50": round(percentile([c * 1000 for c in tally.connects], 50), 2),
             "connect_ms_max": round(max(tally.connects, default=0.0) * 1000, 2),
             "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},
+            "retried": tally.retried,
             "others_top": others_top,
             "server_rss_mb": rss,
             "server_hwm_mb": hwm,
@@ -637,14 +670,26 @@ async def step_api(args: argparse.Namespace, st: Stack, wrk: Wrk, env: dict[str,
         await asyncio.sleep(1)  # requests wrk cut off at its end may still be writing
         run.extra["transitions"] = await history_rows(st.database_url) - before
         runs.append(run)
-        if args.storm:
-            keys = storm_keys(args.storm)
-            for name in ("storm-connect", "storm-reconnect"):
-                before = await history_rows(st.database_url)
-                run = await storm(name, api.url, st.token, keys, meter)
-                run.extra["transitions"] = await history_rows(st.database_url) - before
-                runs.append(run)
+        runs += await storms(args, st, api.url, meter)
     return runs
+
+
+async def storms(args: argparse.Namespace, st: Stack, url: str, meter: CpuMeter) -> list[Run]:
+    """Step 4: the storm of new bots, then the same bots reconnecting."""
+    runs: list[Run] = []
+    keys = storm_keys(args.storm)
+    for name in ("storm-connect", "storm-reconnect") if args.storm else ():
+        before = await history_rows(st.database_url)
+        run = await storm(name, url, st.token, keys, meter, args.storm_connections)
+        run.extra["transitions"] = await history_rows(st.database_url) - before
+        runs.append(run)
+    return runs
+
+
+async def step_storms_only(args: argparse.Namespace, st: Stack, env: dict[str, str]) -> list[Run]:
+    with serving("api", args, env) as api:
+        meter = CpuMeter({"server": pid_of(api), **st.roots()})
+        return await storms(args, st, api.url, meter)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -665,8 +710,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         env = st.env(args.log_level)
         result["seed"] = await step_seed(args, st, env)
-        runs = [await step_bare(args, st, wrk)]
-        runs += await step_api(args, st, wrk, env)
+        if args.storm_only:
+            runs = await step_storms_only(args, st, env)
+        else:
+            runs = [await step_bare(args, st, wrk)]
+            runs += await step_api(args, st, wrk, env)
         if args.profile:
             result["profile"] = await step_profile(args, st, wrk, env)
     result["runs"] = runs
@@ -696,8 +744,10 @@ def label(run: Run) -> str:
 def targets(by_name: dict[str, Run]) -> list[dict[str, Any]]:
     """Both forms of session-status against the targets: with a userId, and the bot's most
     recent session (the requirements' form, `GET .../session-status/{botId}`)."""
-    bare = by_name["bare"]
+    bare = by_name.get("bare")
     goals: list[dict[str, Any]] = []
+    if bare is None:  # --storm-only
+        return goals
     for name in ("session-status", "session-status-bot"):
         status = by_name.get(name)
         if status is None:
@@ -806,8 +856,18 @@ def notes(runs: Sequence[Run], goals: Sequence[dict[str, Any]], result: dict[str
                 f"- {r.name}: {r.extra['bots']} bots, all {r.requests:,} answers after "
                 f"{fmt(r.extra['all_answered_s'], 2)} s, all active (session-status) after "
                 f"{fmt(r.extra['all_active_s'], 2)} s; {r.extra['transitions']:,} transitions; "
-                f"statuses {r.extra['statuses']}; limit: {result['limits'][r.name]}"
+                f"statuses {r.extra['statuses']} ({r.extra.get('retried', 0):,} waited out and "
+                f"repeated); limit: {result['limits'][r.name]}"
             )
+            if r.extra["transitions"]:
+                per = {k: v * r.seconds * 10 / r.extra["transitions"] for k, v in r.cpu_pct.items()}
+                lines.append(
+                    f"  CPU ms per transition: API {per.get('server', 0.0):.2f}, kube-apiserver "
+                    f"{per.get('kube-apiserver', 0.0):.2f}, etcd {per.get('etcd', 0.0):.2f}, "
+                    f"postgres {per.get('postgres', 0.0):.2f}; machine "
+                    f"{per.get('machine', 0.0):.2f} (its 2 cores need at least "
+                    f"{per.get('machine', 0.0) * r.extra['transitions'] / 2000:.1f} s for these)"
+                )
     for r in runs:
         if r.cpu_pct.get("others", 0.0) > 10:
             lines.append(
@@ -866,6 +926,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--warm-sessions", type=int, default=200, help="sessions of the reports' warm-up"
     )
     parser.add_argument("--storm", type=int, default=500, help="bots of the storm (0: none)")
+    parser.add_argument(
+        "--storm-only", action="store_true", help="only the storms (step 4), after the seeding"
+    )
+    parser.add_argument(
+        "--storm-connections",
+        type=int,
+        default=2_000,
+        help="the storm's connections open at once (bots beyond wait for one to close)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, both apps")
     parser.add_argument("--loop", default="auto", help="uvicorn --loop, both apps")
     parser.add_argument("--http", default="auto", help="uvicorn --http, both apps")

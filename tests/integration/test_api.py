@@ -11,6 +11,7 @@ import gc
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ import yaml
 from fastapi import FastAPI
 
 from api.app import GC_THRESHOLDS, create_app
-from api.middleware import StatusFastPath
+from api.middleware import FastPath, HeartbeatFastPath, StatusFastPath
 from api.settings import ApiSettings
 from devstack.controlplane import ControlPlane
 from devstack.kubectl import kubectl
@@ -569,23 +570,21 @@ async def test_status_falls_back_to_the_database_when_redis_misses(api: Api) -> 
 # --- the session-status fast path (api/middleware.py) answers as the route does ------
 
 
-def fast_path_of(app: FastAPI) -> StatusFastPath:
+def fast_path_of(app: FastAPI, kind: type[FastPath] = StatusFastPath) -> FastPath:
     layer: Any = app.middleware_stack
-    while not isinstance(layer, StatusFastPath):
+    while not isinstance(layer, kind):
         layer = layer.app  # every layer of the stack keeps the next one as .app
     return layer
 
 
-async def test_the_status_fast_path_answers_byte_for_byte_as_the_route(api: Api) -> None:
+async def test_the_fast_paths_answers_byte_for_byte_as_the_route(api: Api) -> None:
     odd_name = 'Jäne 🤖 "q" \\ </script> \u2028 é'
     reported = await api.report("connected", **{**IDENTITY, "displayName": odd_name})
     assert reported.status_code == 201, reported.text
     await api.report("connecting", user="only-in-db", phoneNumber=PHONE_2)
     await api.runtime.redis.remove(SessionKey(BOT, "only-in-db"))
     await api.report("failed", bot="bot.2", user="a+b=c@d")
-    route_only = create_app(
-        api.app.state.settings, api_settings=API_SETTINGS, status_fast_path=False
-    )
+    route_only = create_app(api.app.state.settings, api_settings=API_SETTINGS, fast_paths=False)
     route_only.state.runtime = api.runtime
     transport = httpx.ASGITransport(app=route_only)
     bearer = auth("reader")["Authorization"]
@@ -630,6 +629,54 @@ async def test_the_status_fast_path_answers_byte_for_byte_as_the_route(api: Api)
     assert [
         (await api.client.get(url, headers=headers)).status_code for url, headers in requests[:8]
     ] == [200, 200, 200, 200, 404, 404, 200, 200]
+
+
+TIMES = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"')
+
+
+async def test_the_heartbeat_fast_path_answers_byte_for_byte_as_the_route(api: Api) -> None:
+    assert (await api.report("connected", **IDENTITY)).status_code == 201
+    assert (await api.report("connected", user="gone-quiet")).status_code == 201
+    assert (await api.report("disconnected", user="gone-quiet")).status_code == 200
+    assert (await api.report("connected", bot="bot.2", user="a+b=c@d")).status_code == 201
+    route_only = create_app(api.app.state.settings, api_settings=API_SETTINGS, fast_paths=False)
+    route_only.state.runtime = api.runtime
+    transport = httpx.ASGITransport(app=route_only)
+    bearer = auth("reporter")["Authorization"]
+    beat = f"{V1}/sessions/{{}}/{{}}/heartbeat"
+    requests: list[tuple[str, dict[str, str], bytes]] = [
+        (beat.format(BOT, USER), {"Authorization": bearer}, b""),
+        (beat.format("bot.2", "a%2Bb%3Dc%40d"), {"Authorization": bearer}, b""),
+        (beat.format(BOT, "gone-quiet"), {"Authorization": bearer}, b""),  # 409 inactive
+        (beat.format(BOT, "nobody"), {"Authorization": bearer}, b""),  # 404
+        (beat.format(BOT, USER), auth("admin"), b""),
+        (beat.format(BOT, USER), {"Authorization": "bearer " + bearer[7:]}, b""),
+        (beat.format(BOT, USER), {"Authorization": bearer}, b'{"ignored": 1}'),
+        # from here on the fast path leaves the request to the route
+        (beat.format(BOT, USER), {}, b""),
+        (beat.format(BOT, USER), {"Authorization": "Bearer wrong-token-123456"}, b""),
+        (beat.format(BOT, USER), auth("reader"), b""),  # 403
+        (beat.format(BOT, USER) + "?x=1", {"Authorization": bearer}, b""),
+        (beat.format("bad!bot", USER), {"Authorization": bearer}, b""),
+        (beat.format(BOT, "a%2Fb"), {"Authorization": bearer}, b""),
+        (beat.format(BOT, "u" * 129), {"Authorization": bearer}, b""),
+        (beat.format(BOT, f"{USER}/more"), {"Authorization": bearer}, b""),
+        (f"{V1}/sessions/{BOT}/heartbeat", {"Authorization": bearer}, b""),
+    ]
+    served_before = fast_path_of(api.app, HeartbeatFastPath).served
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as plain:
+        for url, headers, body in requests:
+            fast = await api.client.post(url, headers=headers, content=body)
+            slow = await plain.post(url, headers=headers, content=body)
+            # lastSeen is the second of each call: the two may fall on either side of a tick
+            assert fast.status_code == slow.status_code, url
+            assert TIMES.sub(b"T", fast.content) == TIMES.sub(b"T", slow.content), url
+            assert dict(fast.headers) == dict(slow.headers), url
+    assert fast_path_of(api.app, HeartbeatFastPath).served - served_before == 7
+    assert [
+        (await api.client.post(url, headers=headers)).status_code
+        for url, headers, _ in requests[:7]
+    ] == [200, 200, 409, 404, 200, 200, 200]
 
 
 async def test_the_fast_path_counts_and_logs_like_any_route(

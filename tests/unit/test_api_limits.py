@@ -127,7 +127,7 @@ async def test_admin_tokens_are_not_limited_unless_their_entry_says_so(
     assert slow[:2] == [422, 422] and 429 in slow[2:]
 
 
-async def test_the_status_fast_path_applies_the_limit_too(client: httpx.AsyncClient) -> None:
+async def test_the_fast_paths_applies_the_limit_too(client: httpx.AsyncClient) -> None:
     path = "/v1/whatsapp/session-status/bot-1?userId=user-1"
     for _ in range(3):  # the bucket is shared with the other routes: drain it here
         await client.post(BOT, json={}, headers=bearer(READER))
