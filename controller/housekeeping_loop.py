@@ -55,6 +55,17 @@ class Every:
         return not first
 
 
+HOLDER_CHECK_INTERVAL = 60.0  # seconds between looks at who holds the lease, when not us
+
+
+def foreign_namespace(holder: str | None, namespace: str) -> str | None:
+    """The namespace of a lease holder that is not of this installation's namespace."""
+    if holder is None or "/" not in holder:
+        return None  # free, or taken by a release from before holders named their namespace
+    theirs = holder.split("/", 1)[0]
+    return theirs if theirs != namespace else None
+
+
 def runner_name() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
@@ -74,7 +85,12 @@ class HousekeepingLoop:
         self.active = False  # the last answer of `activity`, kept while it cannot be read
         self.leading = False  # holds the lease: the catch-up runs only then
         self.runner = runner or runner_name()
-        self.lease = runtime.redis.lease("housekeeping", LEASE_TTL, self.runner)
+        # the namespace in the holder: an installation in another namespace under the same
+        # Redis key prefix shows in it (a shard set up without a prefix of its own)
+        self.lease = runtime.redis.lease(
+            "housekeeping", LEASE_TTL, f"{runtime.namespace}/{self.runner}"
+        )
+        self.next_holder_check = 0.0
         settings = runtime.settings
         self.tick = min(
             CONNECT_CHECK_INTERVAL,
@@ -140,12 +156,35 @@ class HousekeepingLoop:
             return
         self.lead(leader)
         if not leader:
+            await self.check_holder()
             return
         try:
             await self.lease.kept_during(self.lead_step(), every=LEASE_TTL / 3)
         except LeaseLost as exc:
             self.lead(False)
             event(log, "housekeeping lease lost; pass cancelled", logging.WARNING, error=str(exc))
+
+    async def check_holder(self) -> None:
+        """Another installation holding this prefix's lease shares every key under it: the
+        lease, the sentinel of lost data, the lastSeen backlog. Said once every
+        HOLDER_CHECK_INTERVAL, and in botsession_redis_prefix_shared."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.next_holder_check:
+            return
+        self.next_holder_check = loop.time() + HOLDER_CHECK_INTERVAL
+        holder = await self.lease.holder()
+        other = foreign_namespace(holder, self.runtime.namespace)
+        metrics.PREFIX_SHARED.set(int(other is not None))
+        if other is not None:
+            event(
+                log,
+                "another installation uses this Redis key prefix",
+                logging.ERROR,
+                namespace=other,
+                prefix=self.runtime.settings.redis_key_prefix,
+                fix="give each installation sharing one Redis its own "
+                "BOTSESSION_REDIS_KEY_PREFIX (the chart's redis.keyPrefix)",
+            )
 
     async def lead_step(self) -> None:
         """The leader's work, under the lease (kept however long a pass takes)."""

@@ -38,6 +38,12 @@ SWEEP_LAST_SUCCESS = Gauge(
 SWEEP_LEADER = Gauge(
     "botsession_sweep_leader", "1 on the replica holding the sweep lease", registry=REGISTRY
 )
+PREFIX_SHARED = Gauge(
+    "botsession_redis_prefix_shared",
+    "1 while the housekeeping lease under this Redis key prefix is held by an installation "
+    "in another namespace (each needs its own BOTSESSION_REDIS_KEY_PREFIX)",
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "botsession_reconcile_errors_total", "Errors while reconciling", ["stage"], registry=REGISTRY
 )

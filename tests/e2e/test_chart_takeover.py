@@ -49,9 +49,9 @@ def peering_active(release: Release) -> str | None:
 
 
 def lease_holder(release: Release) -> str | None:
-    """The runner holding the housekeeping lease (its value is `<runner>:<token>`)."""
+    """The runner holding the housekeeping lease (its value is `<namespace>/<runner>:<token>`)."""
     value = release.redis().get(LEASE)
-    return str(value).rsplit(":", 1)[0] if value else None
+    return str(value).rsplit(":", 1)[0].partition("/")[2] if value else None
 
 
 def sweep_leaders(release: Release) -> list[str]:
@@ -112,7 +112,7 @@ def takeover(
     assert lease_after != lease_before  # another process holds it now
     return {
         "stoppedActive": active,
-        "leaseAfter": str(lease_after).rsplit(":", 1)[0],
+        "leaseAfter": str(lease_after).rsplit(":", 1)[0].partition("/")[2],
         "newBotSessionReconciledSeconds": reconciled,
         "sweepRanAgainSeconds": swept,
         "allPodsReadySeconds": clock(),

@@ -72,3 +72,12 @@ async def test_a_pass_is_cancelled_when_another_replica_takes_the_lease(
     await asyncio.sleep(0.1)
     assert finished == []
     assert not await mine.hold()
+
+
+async def test_the_holder_is_read_back_as_it_was_given(redis_store: RedisStore) -> None:
+    lease = redis_store.lease("housekeeping", TTL, "shard-a/op-0")
+    assert await lease.holder() is None
+    assert await lease.hold()
+    assert await lease.holder() == "shard-a/op-0"
+    await lease.release()
+    assert await lease.holder() is None

@@ -108,8 +108,11 @@ async def test_a_returning_user_gets_a_new_incarnation_in_every_store(
 
 
 async def holder(stack: Stack) -> str:
+    """The runner holding the housekeeping lease (its value is `<namespace>/<runner>:<token>`)."""
     value = await stack.redis.client.get(LEASE)
-    return str(value or "").rsplit(":", 1)[0]
+    namespace, _, runner = str(value or "").rsplit(":", 1)[0].partition("/")
+    assert not value or namespace == stack.namespace, value
+    return runner
 
 
 async def test_the_standby_started_first_hands_the_housekeeping_to_the_active_peer(

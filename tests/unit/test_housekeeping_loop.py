@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.housekeeping_loop import Every
+from controller.housekeeping_loop import Every, foreign_namespace
 
 
 def test_the_first_pass_waits_one_interval_then_one_per_interval() -> None:
@@ -20,3 +20,10 @@ def test_a_late_pass_counts_the_next_interval_from_when_it_ran() -> None:
     assert audits.due(35.0)  # late (a long sweep held the loop): once, not three times
     assert not audits.due(44.0)
     assert audits.due(45.0)
+
+
+def test_a_lease_held_from_another_namespace_is_told_apart() -> None:
+    assert foreign_namespace("shard-b/op-0", "shard-a") == "shard-b"
+    assert foreign_namespace("shard-a/op-1", "shard-a") is None  # our standby or ourselves
+    assert foreign_namespace(None, "shard-a") is None  # free
+    assert foreign_namespace("op-0", "shard-a") is None  # a release from before namespaces

@@ -51,6 +51,17 @@ class RedisLease:
         except Exception as exc:
             raise StoreUnavailable("redis", f"lease {self.key}: {exc}") from exc
 
+    async def holder(self) -> str | None:
+        """Who holds the lease now (the `holder` it was taken with), None when it is free."""
+        try:
+            token = await self.client.get(self.key)
+        except Exception as exc:
+            raise StoreUnavailable("redis", f"lease {self.key}: {exc}") from exc
+        if token is None:
+            return None
+        text = token.decode() if isinstance(token, bytes) else str(token)
+        return text.rsplit(":", 1)[0]
+
     async def hold(self) -> bool:
         """Keep the lease (renew it) or take it if free; False while another replica has it."""
         return await self.renew() or await self.acquire()
