@@ -277,3 +277,44 @@ def test_install_upgrade_and_uninstall_on_a_real_api_server(fresh_plane: Control
     assert uninstalled.returncode == 0, uninstalled.stderr
     get(fresh_plane, "crd", "botsessions.botsession.dev")  # kept
     get(fresh_plane, "botsession", "keep-me", "-n", "bots")  # and so are users' sessions
+
+
+def test_two_shards_install_side_by_side_on_a_real_api_server() -> None:
+    """docs/scaling.md: a shard is a release in its own namespace; the second one leaves the
+    CRDs to the first (installing them again is refused: they belong to the first release),
+    and each has its own Redis key prefix. A control plane of its own: the CRDs another
+    test's release kept still name that release as their owner."""
+    with ControlPlane() as plane:
+        install_two_shards(plane)
+
+
+def install_two_shards(plane: ControlPlane) -> None:
+    kubeconfig = plane.kubeconfig
+    for shard in ("shard-a", "shard-b"):
+        kubectl(kubeconfig, "create", "namespace", shard)
+        crds = ["--set", "crds.install=false"] if shard == "shard-b" else []
+        installed = helm(
+            kubeconfig,
+            "install",
+            shard,
+            str(CHART),
+            "-n",
+            shard,
+            *TOKENS,
+            *crds,
+            "--set",
+            f"redis.keyPrefix=botsession:{shard}:",
+            check=False,
+        )
+        assert installed.returncode == 0, installed.stderr
+    for shard in ("shard-a", "shard-b"):
+        settings = get(plane, "configmap", f"{shard}-botsession-settings", "-n", shard)
+        data = settings["data"]
+        assert data["BOTSESSION_REDIS_KEY_PREFIX"] == f"botsession:{shard}:"  # type: ignore[index]
+        get(plane, "clusterrolebinding", f"{shard}-botsession-{shard}-crd-reader")
+    crd = get(plane, "crd", "botsessions.botsession.dev")
+    owner = crd["metadata"]["annotations"]["meta.helm.sh/release-name"]  # type: ignore[index]
+    assert owner == "shard-a"
+    uninstalled = helm(kubeconfig, "uninstall", "shard-b", "-n", "shard-b", check=False)
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    get(plane, "crd", "botsessions.botsession.dev")  # shard-a's still
