@@ -16,7 +16,13 @@ from api.admission import WriteAdmission
 from api.auth import TokenRegistry
 from api.health import Readiness
 from api.limits import RateLimiter
-from api.middleware import BodyLimit, HeartbeatFastPath, RequestLog, StatusFastPath
+from api.middleware import (
+    QUIET_ROUTES,
+    BodyLimit,
+    HeartbeatFastPath,
+    RequestLog,
+    StatusFastPath,
+)
 from api.routes import health, heartbeat, router, session_status
 from api.settings import ApiSettings, load_api_settings
 from sessions.domain import logs, privacy
@@ -133,7 +139,10 @@ def create_app(
         app.add_middleware(StatusFastPath, route=route_of(session_status))
         app.add_middleware(HeartbeatFastPath, route=route_of(heartbeat))
     app.add_middleware(BodyLimit, max_bytes=api_settings.max_body_bytes)
-    app.add_middleware(RequestLog)
+    quiet = QUIET_ROUTES
+    if not api_settings.log_polls:  # thousands a second: the metrics count them
+        quiet |= {route_of(session_status).path, route_of(heartbeat).path}
+    app.add_middleware(RequestLog, quiet=quiet)
     app.include_router(router)
     app.include_router(dashboard.v1)
     app.include_router(dashboard.router)

@@ -29,6 +29,10 @@ log = logging.getLogger("api")
 _ID = re.compile(ID_PATTERN)
 
 
+QUIET_ROUTES = frozenset({"/healthz", "/readyz"})
+SLOW = 1.0  # seconds: a request this slow is logged whatever its route
+
+
 class RequestLog:
     """Pure ASGI middleware: one log line per request (method, route template, status,
     duration, the token's name) and the 500 envelope for anything unexpected.
@@ -37,8 +41,11 @@ class RequestLog:
     may be phone numbers), and never headers or bodies.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, quiet: frozenset[str] = QUIET_ROUTES) -> None:
+        """`quiet`: route templates whose answers below 400, and faster than SLOW, are
+        counted in the metrics but not logged."""
         self.app = app
+        self.quiet = quiet
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +97,8 @@ class RequestLog:
             metrics.observe(
                 scope.get("method"), _route(scope), status, time.perf_counter() - started
             )
-            if _route(scope) not in QUIET_ROUTES or status >= 400:
+            took = time.perf_counter() - started
+            if _route(scope) not in self.quiet or status >= 400 or took >= SLOW:
                 event(
                     log,
                     "request",
@@ -98,12 +106,9 @@ class RequestLog:
                     method=scope.get("method"),
                     route=_route(scope),
                     status=status,
-                    ms=round((time.perf_counter() - started) * 1000, 1),
+                    ms=round(took * 1000, 1),
                     actor=state.get("actor"),
                 )
-
-
-QUIET_ROUTES = {"/healthz", "/readyz"}
 
 
 def _route(scope: Scope) -> str | None:

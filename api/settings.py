@@ -80,6 +80,11 @@ class ApiSettings(BaseSettings):
     write_max_wait: float = Field(
         default=10.0, gt=0, le=300, description="seconds a write may wait for its turn (then 503)"
     )
+    log_polls: bool = Field(
+        default=False,
+        description="log every answered session-status read and heartbeat too (by default "
+        "they are counted in the metrics, and logged only when they fail or take a second)",
+    )
     log_level: str = Field(default="INFO")
 
     def default_rate(self) -> Rate | None:

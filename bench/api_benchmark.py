@@ -708,7 +708,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "wrk": wrk.version(),
             "database": args.database,
         }
-        env = st.env(args.log_level)
+        env = st.env(args.log_level) | dict(kv.split("=", 1) for kv in args.api_env)
         result["seed"] = await step_seed(args, st, env)
         if args.storm_only:
             runs = await step_storms_only(args, st, env)
@@ -926,6 +926,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--warm-sessions", type=int, default=200, help="sessions of the reports' warm-up"
     )
     parser.add_argument("--storm", type=int, default=500, help="bots of the storm (0: none)")
+    parser.add_argument(
+        "--api-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the API only (e.g. BOTSESSION_API_LOG_POLLS=true); repeatable",
+    )
     parser.add_argument(
         "--storm-only", action="store_true", help="only the storms (step 4), after the seeding"
     )

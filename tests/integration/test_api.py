@@ -682,16 +682,35 @@ async def test_the_heartbeat_fast_path_answers_byte_for_byte_as_the_route(api: A
 async def test_the_fast_path_counts_and_logs_like_any_route(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Polls (answered session-status reads, heartbeats) are counted, not logged, unless
+    they fail or BOTSESSION_API_LOG_POLLS asks for them."""
     await api.report("connected", **IDENTITY)
     template = f"{V1}/session-status/{{botId}}"
     before = await requests_counted(api, template, 200)
     caplog.clear()
     assert (await api.status(userId=USER)).status_code == 200
+    assert (await api.status(userId="nobody")).status_code == 404
     logged = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "request"]
     assert [(f["route"], f["status"], f["actor"]) for f in logged] == [
-        (template, 200, TOKENS["reader"][0])
+        (template, 404, TOKENS["reader"][0])
     ]
     assert await requests_counted(api, template, 200) == before + 1
+
+    logging_polls = create_app(
+        api.app.state.settings, api_settings=API_SETTINGS.model_copy(update={"log_polls": True})
+    )
+    logging_polls.state.runtime = api.runtime
+    transport = httpx.ASGITransport(app=logging_polls)
+    caplog.clear()
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        status = await client.get(f"{template[:-7]}{BOT}?userId={USER}", headers=auth("reader"))
+        beat = await client.post(f"{V1}/sessions/{BOT}/{USER}/heartbeat", headers=auth("reporter"))
+    assert (status.status_code, beat.status_code) == (200, 200)
+    logged = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "request"]
+    assert [(f["route"], f["status"]) for f in logged] == [
+        (template, 200),
+        (f"{V1}/sessions/{{botId}}/{{userId}}/heartbeat", 200),
+    ]
 
 
 async def requests_counted(api: Api, route: str, status: int) -> float:
@@ -1318,6 +1337,7 @@ def test_python_m_api_serves_and_its_log_lines_hold_no_secrets(
         "BOTSESSION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'proc.sqlite3'}",
         "BOTSESSION_API_TOKENS_FILE": str(tokens_file),
         "BOTSESSION_API_LOG_LEVEL": "DEBUG",
+        "BOTSESSION_API_LOG_POLLS": "true",  # the answered session-status read is logged too
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("BOTSESSION_API_TOKENS", None)
