@@ -24,7 +24,7 @@ from sessions.domain.logs import event
 from sessions.domain.model import StoreUnavailable
 from sessions.domain.records import BotSessionRecord
 from sessions.runtime import Runtime
-from sessions.usecases.reconcile import first_phase_awaited, waiting_since
+from sessions.usecases.reconcile import first_phase_awaited
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class CatchUp:
         settings, now = self.runtime.settings, self.runtime.service.clock()
         clock = asyncio.get_running_loop().time()
         waiting, still_behind = [], {}
-        for record in self.index.records():
-            since = waiting_since(record)
+        for record in self.index.unsynced():
+            since = record.waiting_since
             if since is None or now - since < settings.catch_up_after:
                 continue
             if first_phase_awaited(record, now, settings.first_phase_grace):
@@ -101,7 +101,7 @@ class CatchUp:
         """True when synced here, False when a store kept it behind; None when there was
         nothing to do any more (synced by someone else, moved on to a newer revision, gone)."""
         record = await self.runtime.botsessions.get(candidate.key)
-        if record is None or record.uid != candidate.uid or waiting_since(record) is None:
+        if record is None or record.uid != candidate.uid or record.waiting_since is None:
             return None  # kopf or the API got there meanwhile, or it went
         outcome = await sync_and_mark(self.runtime, self.announcer, record, record.generation, None)
         return None if outcome is None else outcome.synced

@@ -241,7 +241,7 @@ def mask_phone(phone: str | None) -> str | None:
     return "*" * max(len(phone) - 3, 0) + phone[-3:]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class SessionKey:
     bot_id: str
     user_id: str
@@ -254,7 +254,7 @@ class SessionKey:
         return f"{self.bot_id}:{self.user_id}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """What a session is: set on the first report, copied everywhere."""
 
@@ -339,7 +339,7 @@ def to_millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One recorded transition; (key, incarnation, revision) identifies it."""
 

@@ -24,7 +24,7 @@ from sessions.domain.model import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BotSessionRecord:
     """What the use-cases need of a BotSession object."""
 
@@ -47,6 +47,20 @@ class BotSessionRecord:
     observed_generation: int = 0  # the generation the controller last synced
     incarnation: int = 0  # set with the first phase (sessions.domain.model.Version)
     created_by_api: bool = False  # the API gives it its first phase; the operator waits
+
+    @property
+    def waiting_since(self) -> datetime | None:
+        """When this BotSession's last change was made, if the controller has not synced it
+        yet (no phase, a revision past the synced one, or a spec it has not seen); None when
+        it is in step or being deleted (the finalizer's own work). A spec change carries no
+        time of its own: it counts from the last transition."""
+        if self.deleting:
+            return None
+        if self.phase is None:
+            return self.created_at
+        if self.synced_revision == self.revision and self.observed_generation == self.generation:
+            return None
+        return self.recent[-1].at if self.recent else self.created_at
 
     def ttl(self, default: timedelta) -> timedelta:
         return timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else default

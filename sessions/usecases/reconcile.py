@@ -58,23 +58,6 @@ def first_phase_awaited(record: BotSessionRecord, now: datetime, grace: timedelt
     )
 
 
-def waiting_since(record: BotSessionRecord) -> datetime | None:
-    """When this BotSession's last change was made, if the controller has not synced it yet
-    (no phase, a revision past the synced one, or a spec it has not seen); None when it is
-    in step or being deleted (the finalizer's own work). A spec change carries no time of
-    its own: it counts from the last transition."""
-    if record.deleting:
-        return None
-    if record.phase is None:
-        return record.created_at
-    if (
-        record.synced_revision == record.revision
-        and record.observed_generation == record.generation
-    ):
-        return None
-    return record.recent[-1].at if record.recent else record.created_at
-
-
 async def give_first_phase(
     record: BotSessionRecord, service: SessionService, botsessions: BotSessions
 ) -> BotSessionRecord:

@@ -27,6 +27,9 @@ class Index:
     def records(self) -> list[BotSessionRecord]:
         return self.held
 
+    def unsynced(self) -> list[BotSessionRecord]:  # what the real index keeps as events come
+        return [r for r in self.held if r.waiting_since is not None]
+
 
 @dataclass
 class Service:

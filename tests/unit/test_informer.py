@@ -7,8 +7,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+from sessions.adapters.kubernetes.botsessions import manifest
 from sessions.adapters.kubernetes.client import ApiError
 from sessions.adapters.kubernetes.informer import BotSessionIndex
+from sessions.domain.model import Identity, SessionKey
 
 
 class RefusedWatch:
@@ -46,3 +48,41 @@ async def test_a_refused_watch_is_retried_with_backoff_and_a_working_one_resets_
         assert index._failures == 0
     finally:
         task.cancel()
+
+
+def botsession(user: str, **status: Any) -> dict[str, Any]:
+    body = manifest(SessionKey("bot-1", user), Identity(), "default")
+    body["metadata"] |= {
+        "uid": f"uid-{user}",
+        "creationTimestamp": "2026-12-01T00:00:00Z",
+        "generation": 1,
+        "resourceVersion": "1",
+    }
+    return body | {"status": status}
+
+
+def in_step(revision: int) -> dict[str, Any]:
+    return {
+        "phase": "active",
+        "reason": "Connected",
+        "revision": revision,
+        "syncedRevision": revision,
+        "observedGeneration": 1,
+    }
+
+
+def test_the_index_keeps_the_unsynced_ones_as_events_come() -> None:
+    index = BotSessionIndex(cast(Any, None), "default")
+    index._apply({"type": "ADDED", "object": botsession("a", **in_step(2))})
+    index._apply({"type": "ADDED", "object": botsession("b")})  # no phase yet
+    assert [r.key.user_id for r in index.unsynced()] == ["b"]
+    behind = in_step(3) | {"syncedRevision": 2}
+    index._apply({"type": "MODIFIED", "object": botsession("a", **behind)})
+    assert sorted(r.key.user_id for r in index.unsynced()) == ["a", "b"]
+    index._apply({"type": "MODIFIED", "object": botsession("a", **in_step(3))})
+    spec_changed = botsession("b", **in_step(1))
+    spec_changed["metadata"]["generation"] = 2  # a spec the controller has not seen
+    index._apply({"type": "MODIFIED", "object": spec_changed})
+    assert [r.key.user_id for r in index.unsynced()] == ["b"]
+    index._apply({"type": "DELETED", "object": spec_changed})
+    assert index.unsynced() == [] and len(index) == 1

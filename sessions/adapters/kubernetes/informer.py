@@ -59,12 +59,19 @@ class BotSessionIndex:
         self._watch_timeout = watch_timeout
         self._retry_delay = retry_delay
         self._records: dict[str, BotSessionRecord] = {}  # by object name
+        # the ones not in step (BotSessionRecord.waiting_since), kept as events come, so that
+        # the catch-up's look every second costs what is behind, not what is there
+        self._unsynced: dict[str, BotSessionRecord] = {}
         self._aliases: dict[SessionKey, str] = {}  # the names not derived from the key
         self.filled = asyncio.Event()
         self._failures = 0  # in a row, since the watch last delivered anything
 
     def records(self) -> list[BotSessionRecord]:
         return list(self._records.values())
+
+    def unsynced(self) -> list[BotSessionRecord]:
+        """The BotSessions the controller has not synced yet (their waiting_since is set)."""
+        return list(self._unsynced.values())
 
     def __len__(self) -> int:
         return len(self._records)
@@ -112,6 +119,7 @@ class BotSessionIndex:
     async def _list(self) -> str:
         fresh: dict[str, BotSessionRecord] = {}
         aliases: dict[SessionKey, str] = {}
+        unsynced: dict[str, BotSessionRecord] = {}
         query: dict[str, Any] = {"limit": self._page_size, **self._selector}
         while True:
             try:
@@ -121,10 +129,10 @@ class BotSessionIndex:
                     raise WatchExpired from exc
                 raise
             for item in page.get("items", []):
-                self._put(fresh, aliases, item)
+                self._put(fresh, aliases, unsynced, item)
             meta = page.get("metadata", {})
             if not meta.get("continue"):
-                self._records, self._aliases = fresh, aliases
+                self._records, self._aliases, self._unsynced = fresh, aliases, unsynced
                 return str(meta.get("resourceVersion", ""))
             query["_continue"] = meta["continue"]
 
@@ -150,10 +158,11 @@ class BotSessionIndex:
         meta = item.get("metadata") or {}
         if kind == "DELETED":
             gone = self._records.pop(meta.get("name", ""), None)
+            self._unsynced.pop(meta.get("name", ""), None)
             if gone is not None and self._aliases.get(gone.key) == gone.name:
                 del self._aliases[gone.key]
         elif kind in ("ADDED", "MODIFIED"):
-            self._put(self._records, self._aliases, item)
+            self._put(self._records, self._aliases, self._unsynced, item)
         version = meta.get("resourceVersion")
         return str(version) if version else None
 
@@ -161,6 +170,7 @@ class BotSessionIndex:
     def _put(
         into: dict[str, BotSessionRecord],
         aliases: dict[SessionKey, str],
+        unsynced: dict[str, BotSessionRecord],
         item: dict[str, Any],
     ) -> None:
         try:
@@ -169,5 +179,9 @@ class BotSessionIndex:
             event(log, "botsession index: object skipped", logging.WARNING, error=str(exc))
             return
         into[record.name] = record
+        if record.waiting_since is None:
+            unsynced.pop(record.name, None)
+        else:
+            unsynced[record.name] = record
         if record.name != resource_name(record.key):
             aliases[record.key] = record.name
