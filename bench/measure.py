@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import importlib.metadata
@@ -475,6 +476,17 @@ def timed_run(run: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[st
     result = asyncio.run(run())
     result["total_seconds"] = round(time.monotonic() - started)
     return result
+
+
+def benchmark_main(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
+    table: Callable[[dict[str, Any], argparse.Namespace], str],
+) -> int:
+    """A benchmark's main: run it, print its table and facts, write its JSON (`args.json`)."""
+    result = timed_run(lambda: run(args))
+    publish(result, table(result, args), args.json)
+    return 0
 
 
 def publish(result: dict[str, Any], table: str, json_path: str | None) -> None:

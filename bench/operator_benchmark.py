@@ -54,6 +54,7 @@ from typing import Any, Self
 from bench.measure import (
     Meter,
     Window,
+    benchmark_main,
     bounded,
     fmt,
     keep_log,
@@ -61,10 +62,8 @@ from bench.measure import (
     log,
     percentile,
     pid_of,
-    publish,
     ratio,
     rnd,
-    timed_run,
     versions,
     wait_for,
 )
@@ -904,10 +903,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = timed_run(lambda: run(args))
-    publish(result, table(result, args), args.json)
-    return 0
+    return benchmark_main(parse_args(argv), run, table)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ import httpx
 from bench.measure import (
     Meter,
     Window,
+    benchmark_main,
     bounded,
     fmt,
     git,
@@ -81,8 +82,6 @@ from bench.measure import (
     loadavg,
     log,
     pid_of,
-    publish,
-    timed_run,
     versions,
     wait_for,
 )
@@ -706,10 +705,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = timed_run(lambda: run(args))
-    publish(result, table(result, args), args.json)
-    return 0
+    return benchmark_main(parse_args(argv), run, table)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ from bench.measure import (
     Mark,
     Meter,
     Window,
+    benchmark_main,
     bounded,
     fmt,
     git,
@@ -96,9 +97,7 @@ from bench.measure import (
     memory_kb,
     others_busy,
     pid_of,
-    publish,
     ratio,
-    timed_run,
     versions,
     wait_for,
 )
@@ -1194,10 +1193,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = timed_run(lambda: run(args))
-    publish(result, table(result, args), args.json)
-    return 0
+    return benchmark_main(parse_args(argv), run, table)
 
 
 if __name__ == "__main__":
