@@ -191,12 +191,15 @@ class HousekeepingLoop:
         loop = asyncio.get_running_loop()
         # here rather than a kopf timer per connecting object: with any timer, kopf keeps the
         # latest full body of every object in memory (docs/benchmarks.md, "Operator at scale")
-        runtime, settings, records = self.runtime, self.runtime.settings, self.records()
+        runtime, settings, index = self.runtime, self.runtime.settings, self.index
         await adopt_phaseless(
-            runtime.service, runtime.botsessions, records, settings.first_phase_grace
+            runtime.service, runtime.botsessions, index.in_phase(None), settings.first_phase_grace
         )
         await time_out_connecting(
-            runtime.service, runtime.botsessions, records, settings.connect_timeout
+            runtime.service,
+            runtime.botsessions,
+            index.in_phase(Phase.CONNECTING),
+            settings.connect_timeout,
         )
         if await self.sweep_due():
             await self.sweep()
@@ -216,17 +219,14 @@ class HousekeepingLoop:
             metrics.ORPHANED_KEYS.set(await count_orphans(runtime.redis, owned))
 
     def publish_phases(self) -> None:
-        counts = dict.fromkeys(Phase, 0)
         now = self.runtime.service.now()
         oldest_connecting = 0.0
-        for record in self.records():
-            if record.phase is not None:
-                counts[record.phase] += 1
-            if record.phase is Phase.CONNECTING and record.recent:
+        for record in self.index.in_phase(Phase.CONNECTING):
+            if record.recent:
                 age = (now - record.recent[-1].at).total_seconds()
                 oldest_connecting = max(oldest_connecting, age)
-        for phase, count in counts.items():
-            metrics.SESSIONS.labels(phase=phase.value).set(count)
+        for phase in Phase:
+            metrics.SESSIONS.labels(phase=phase.value).set(self.index.count(phase))
         metrics.STUCK_CONNECTING.set(oldest_connecting)
 
     async def sweep_due(self) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, cast
 from sessions.adapters.kubernetes.botsessions import manifest
 from sessions.adapters.kubernetes.client import ApiError
 from sessions.adapters.kubernetes.informer import BotSessionIndex
-from sessions.domain.model import Identity, SessionKey
+from sessions.domain.model import Identity, Phase, SessionKey
 
 
 class RefusedWatch:
@@ -84,5 +84,14 @@ def test_the_index_keeps_the_unsynced_ones_as_events_come() -> None:
     spec_changed["metadata"]["generation"] = 2  # a spec the controller has not seen
     index._apply({"type": "MODIFIED", "object": spec_changed})
     assert [r.key.user_id for r in index.unsynced()] == ["b"]
+    assert (index.count(Phase.ACTIVE), index.count(None)) == (2, 0)
     index._apply({"type": "DELETED", "object": spec_changed})
     assert index.unsynced() == [] and len(index) == 1
+    assert [r.key.user_id for r in index.in_phase(Phase.ACTIVE)] == ["a"]
+    index._apply({"type": "ADDED", "object": botsession("c")})
+    index._apply(
+        {"type": "MODIFIED", "object": botsession("a", **in_step(4) | {"phase": "inactive"})}
+    )
+    assert [r.key.user_id for r in index.in_phase(None)] == ["c"]
+    assert [r.key.user_id for r in index.in_phase(Phase.INACTIVE)] == ["a"]
+    assert index.count(Phase.ACTIVE) == 0

@@ -24,7 +24,7 @@ from sessions.adapters.kubernetes.botsessions import record_of, resource_name
 from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient
 from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
 from sessions.domain.logs import event
-from sessions.domain.model import SessionKey
+from sessions.domain.model import Phase, SessionKey
 from sessions.domain.records import BotSessionRecord
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class BotSessionIndex:
         # the ones not in step (BotSessionRecord.waiting_since), kept as events come, so that
         # the catch-up's look every second costs what is behind, not what is there
         self._unsynced: dict[str, BotSessionRecord] = {}
+        # by phase (None: none yet), for the housekeeping's per-tick looks and counts
+        self._by_phase: dict[Phase | None, dict[str, BotSessionRecord]] = {}
         self._aliases: dict[SessionKey, str] = {}  # the names not derived from the key
         self.filled = asyncio.Event()
         self._failures = 0  # in a row, since the watch last delivered anything
@@ -72,6 +74,13 @@ class BotSessionIndex:
     def unsynced(self) -> list[BotSessionRecord]:
         """The BotSessions the controller has not synced yet (their waiting_since is set)."""
         return list(self._unsynced.values())
+
+    def in_phase(self, phase: Phase | None) -> list[BotSessionRecord]:
+        """The BotSessions in `phase` (None: without a phase yet)."""
+        return list(self._by_phase.get(phase, {}).values())
+
+    def count(self, phase: Phase | None) -> int:
+        return len(self._by_phase.get(phase, {}))
 
     def __len__(self) -> int:
         return len(self._records)
@@ -120,6 +129,7 @@ class BotSessionIndex:
         fresh: dict[str, BotSessionRecord] = {}
         aliases: dict[SessionKey, str] = {}
         unsynced: dict[str, BotSessionRecord] = {}
+        by_phase: dict[Phase | None, dict[str, BotSessionRecord]] = {}
         query: dict[str, Any] = {"limit": self._page_size, **self._selector}
         while True:
             try:
@@ -129,10 +139,11 @@ class BotSessionIndex:
                     raise WatchExpired from exc
                 raise
             for item in page.get("items", []):
-                self._put(fresh, aliases, unsynced, item)
+                self._put(fresh, aliases, unsynced, by_phase, item)
             meta = page.get("metadata", {})
             if not meta.get("continue"):
-                self._records, self._aliases, self._unsynced = fresh, aliases, unsynced
+                self._records, self._aliases = fresh, aliases
+                self._unsynced, self._by_phase = unsynced, by_phase
                 return str(meta.get("resourceVersion", ""))
             query["_continue"] = meta["continue"]
 
@@ -159,10 +170,12 @@ class BotSessionIndex:
         if kind == "DELETED":
             gone = self._records.pop(meta.get("name", ""), None)
             self._unsynced.pop(meta.get("name", ""), None)
-            if gone is not None and self._aliases.get(gone.key) == gone.name:
-                del self._aliases[gone.key]
+            if gone is not None:
+                self._by_phase.get(gone.phase, {}).pop(gone.name, None)
+                if self._aliases.get(gone.key) == gone.name:
+                    del self._aliases[gone.key]
         elif kind in ("ADDED", "MODIFIED"):
-            self._put(self._records, self._aliases, self._unsynced, item)
+            self._put(self._records, self._aliases, self._unsynced, self._by_phase, item)
         version = meta.get("resourceVersion")
         return str(version) if version else None
 
@@ -171,6 +184,7 @@ class BotSessionIndex:
         into: dict[str, BotSessionRecord],
         aliases: dict[SessionKey, str],
         unsynced: dict[str, BotSessionRecord],
+        by_phase: dict[Phase | None, dict[str, BotSessionRecord]],
         item: dict[str, Any],
     ) -> None:
         try:
@@ -178,7 +192,11 @@ class BotSessionIndex:
         except (KeyError, ValueError) as exc:  # not a BotSession this code can read
             event(log, "botsession index: object skipped", logging.WARNING, error=str(exc))
             return
+        before = into.get(record.name)
+        if before is not None:
+            by_phase.get(before.phase, {}).pop(record.name, None)
         into[record.name] = record
+        by_phase.setdefault(record.phase, {})[record.name] = record
         if record.waiting_since is None:
             unsynced.pop(record.name, None)
         else:
