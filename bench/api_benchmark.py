@@ -472,6 +472,7 @@ class StormTally:
     statuses: Counter[int] = field(default_factory=Counter)  # every answer, retried ones too
     transport: int = 0
     retried: int = 0  # 429/503 answers the bot waited out (Retry-After) and repeated
+    reconnected: int = 0  # connections the server had closed meanwhile, opened again
 
     def latency_ms(self) -> dict[str, float]:
         ms = [v * 1000 for v in self.latencies]
@@ -500,11 +501,20 @@ async def storm_bot(
             await conn.open()
             tally.connects.append(time.perf_counter() - started)
             for body in bodies:
+                status = 0
                 for _try in range(MAX_TRIES):
                     started = time.perf_counter()
-                    status, _ = await conn.request(
-                        "POST", report_path(key), json.dumps(body).encode()
-                    )
+                    try:
+                        status, _ = await conn.request(
+                            "POST", report_path(key), json.dumps(body).encode()
+                        )
+                    except (OSError, asyncio.IncompleteReadError):
+                        # the server closes a keep-alive connection idle for 5 s (uvicorn's
+                        # default), as it is while the bot waits out a Retry-After
+                        tally.reconnected += 1
+                        await conn.close()
+                        await conn.open()
+                        continue
                     tally.latencies.append(time.perf_counter() - started)
                     tally.statuses[status] += 1
                     if status not in RETRIED or conn.retry_after is None:
@@ -559,6 +569,7 @@ async def storm(
             "connect_ms_max": round(max(tally.connects, default=0.0) * 1000, 2),
             "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},
             "retried": tally.retried,
+            "reconnected": tally.reconnected,
             "others_top": others_top,
             "server_rss_mb": rss,
             "server_hwm_mb": hwm,
@@ -591,11 +602,12 @@ async def not_active(url: str, token: str, keys: Sequence[SessionKey]) -> list[S
 async def all_active(
     url: str, token: str, keys: Sequence[SessionKey], started: float, timeout: float = 120
 ) -> tuple[float | None, int]:
-    """Seconds from `started` until session-status says active for every key (None after
-    the timeout), and how many polling passes that took."""
+    """Seconds from `started` until session-status says active for every key (None when
+    polling for `timeout` s did not get there), and how many polling passes that took."""
     pending = list(keys)
     passes = 0
-    while pending and time.monotonic() - started < timeout:
+    polling = time.monotonic()
+    while pending and time.monotonic() - polling < timeout:
         passes += 1
         pending = await not_active(url, token, pending)
         if pending:
@@ -857,7 +869,8 @@ def notes(runs: Sequence[Run], goals: Sequence[dict[str, Any]], result: dict[str
                 f"{fmt(r.extra['all_answered_s'], 2)} s, all active (session-status) after "
                 f"{fmt(r.extra['all_active_s'], 2)} s; {r.extra['transitions']:,} transitions; "
                 f"statuses {r.extra['statuses']} ({r.extra.get('retried', 0):,} waited out and "
-                f"repeated); limit: {result['limits'][r.name]}"
+                f"repeated, {r.extra.get('reconnected', 0):,} connections opened again); "
+                f"limit: {result['limits'][r.name]}"
             )
             if r.extra["transitions"]:
                 per = {k: v * r.seconds * 10 / r.extra["transitions"] for k, v in r.cpu_pct.items()}
