@@ -78,7 +78,7 @@ class ApiSettings(BaseSettings):
         default=2000, ge=0, description="past this many waiting, a write is answered 503 at once"
     )
     write_max_wait: float = Field(
-        default=10.0, gt=0, le=300, description="seconds a write may wait for its turn (then 503)"
+        default=30.0, gt=0, le=300, description="seconds a write may wait for its turn (then 503)"
     )
     log_polls: bool = Field(
         default=False,

@@ -517,7 +517,7 @@ async def storm_bot(
                         continue
                     tally.latencies.append(time.perf_counter() - started)
                     tally.statuses[status] += 1
-                    if status not in RETRIED or conn.retry_after is None:
+                    if status not in RETRIED or conn.retry_after is None or _try == MAX_TRIES - 1:
                         break
                     tally.retried += 1
                     await asyncio.sleep(conn.retry_after * random.uniform(0.5, 1.5))
