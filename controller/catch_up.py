@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 1.0  # seconds between looks at the index
 BATCH = 50  # BotSessions synced per look at most, newest change first
-RETRY_AFTER = 30.0  # seconds before a BotSession the catch-up could not sync is tried again
+# a BotSession the catch-up could not sync is tried again after 1, 2, 4 ... seconds, at
+# most this long: kopf's handler tries each revision once, so these are its retries
+RETRY_AFTER = 30.0
 
 
 class CatchUp:
@@ -46,6 +48,7 @@ class CatchUp:
         self.index = index
         self.leading = leading
         self.retry_at: dict[str, float] = {}  # uid -> loop time; those that stayed behind
+        self.failures: dict[str, int] = {}  # uid -> syncs that failed in a row
 
     def due(self) -> list[BotSessionRecord]:
         """The BotSessions waiting longer than catch_up_after, newest change first: kopf
@@ -66,13 +69,15 @@ class CatchUp:
                 continue
             waiting.append((since, record))
         self.retry_at = still_behind  # forget the ones that caught up or went
+        behind = still_behind.keys() | {record.uid for _, record in waiting}
+        self.failures = {uid: n for uid, n in self.failures.items() if uid in behind}
         waiting.sort(key=lambda pair: pair[0], reverse=True)
         return [record for _, record in waiting[:BATCH]]
 
     async def step(self) -> int:
         """Sync what is due; returns how many were synced here. A BotSession that fails is
-        tried again after RETRY_AFTER, so one that always fails holds up no other; a store
-        that is down ends the step (the next ones would wait for it too)."""
+        tried again after a backoff (up to RETRY_AFTER), so one that always fails holds up no
+        other; a store that is down ends the step (the next ones would wait for it too)."""
         synced = 0
         for candidate in self.due():
             try:
@@ -93,7 +98,9 @@ class CatchUp:
             if done:
                 synced += 1
             elif done is False:
-                self.retry_at[candidate.uid] = asyncio.get_running_loop().time() + RETRY_AFTER
+                failed = self.failures[candidate.uid] = self.failures.get(candidate.uid, 0) + 1
+                delay = min(RETRY_AFTER, 2.0 ** (failed - 1))
+                self.retry_at[candidate.uid] = asyncio.get_running_loop().time() + delay
         metrics.CAUGHT_UP.inc(synced)
         return synced
 

@@ -4,6 +4,7 @@ tests/integration/test_catch_up.py."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, cast
@@ -108,4 +109,9 @@ async def test_a_botsession_that_always_fails_holds_up_no_other() -> None:
     runtime = cast(Any, Runtime(Service(clock)))
     catch_up = Poisoned(runtime, cast(Any, None), cast(Any, Index(held)), lambda: True)
     assert await catch_up.step() == 2
-    assert [r.name for r in catch_up.due()] == ["u1", "u2"]  # poison waits RETRY_AFTER
+    assert [r.name for r in catch_up.due()] == ["u1", "u2"]  # poison waits its backoff
+    loop = asyncio.get_running_loop()
+    assert 0.9 <= catch_up.retry_at["uid-poison"] - loop.time() <= 1.0
+    catch_up.retry_at["uid-poison"] = loop.time()  # its time has come: it fails again
+    await catch_up.step()
+    assert 1.9 <= catch_up.retry_at["uid-poison"] - loop.time() <= 2.0  # 1, 2, 4 ... 30 s
