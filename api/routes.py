@@ -210,7 +210,14 @@ async def report(
     key = SessionKey(bot_id, user_id)
     identity = Identity(body.phoneNumber or "", body.displayName or "", body.sessionId or "")
     async with admission.turn():
-        result = await service.report(key, body.state, body.reason, identity, actor=token.name)
+        result = await service.report(
+            key,
+            body.state,
+            body.reason,
+            identity,
+            actor=token.name,
+            heartbeat_timeout_seconds=body.heartbeatTimeoutSeconds,
+        )
     if result.created:
         response.status_code = 201
         response.headers["Location"] = (

@@ -71,6 +71,14 @@ class ReportRequest(BaseModel):
     phoneNumber: str | None = Field(None, pattern=PHONE_PATTERN, description="digits only")
     displayName: Text | None = Field(None, max_length=256, pattern=TEXT_PATTERN)
     sessionId: Text | None = Field(None, max_length=256, pattern=TEXT_PATTERN)
+    heartbeatTimeoutSeconds: int | None = Field(
+        None,
+        ge=0,
+        le=86400,
+        description="this session's heartbeat timeout, set by the report that creates it: "
+        "active, heartbeated, then silent this long becomes inactive (HeartbeatLost); "
+        "0: never; default: the configured one (BOTSESSION_HEARTBEAT_TIMEOUT)",
+    )
 
 
 class ClearRequest(BaseModel):

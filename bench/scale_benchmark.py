@@ -42,9 +42,11 @@ spawn, stop and "all resumed" waits.
    SessionService.heartbeat call each: operator_benchmark.drive_heartbeats). The rate
    achieved is reported. The watch counts BotSession writes (lastSeen copies apart from any
    other), expected at the budget BOTSESSION_LAST_SEEN_WRITES_PER_SECOND (20/s) whatever N;
-   the copies begin one drift (60 s) after the first heartbeats, so the same is measured
-   over `--after-seconds` after the heartbeats stop, while the backlog drains. CPU of the
-   operator, Redis, kube-apiserver, etcd, PostgreSQL and this process.
+   each heartbeat sets the session's heartbeat deadline, 2 h ahead (DEADLINE_MS) so that
+   none is lost while the run lasts; the copies begin one drift (60 s) after the first
+   heartbeats, so the same is measured over `--after-seconds` after the heartbeats stop,
+   while the backlog drains. CPU of the operator, Redis, kube-apiserver, etcd, PostgreSQL
+   and this process.
 5. sweep (`--skip-sweep` leaves it out): `--due` (10 %) of the sessions made due in Redis as
    bench/sweep_benchmark.py represents an expired session: lastSeen more than a TTL ago,
    expiresAt and the expiry index's score an hour ago (the native key expiry left in the
@@ -172,6 +174,7 @@ CHUNK = 1_000  # sessions created per round (then written to Redis and the datab
 REDIS_BATCH = 100  # RedisStore.write calls at once (its pool holds 100 connections)
 SQL_CONCURRENCY = 8  # SqlStore.write calls at once (the engine's pool holds 10 + 10)
 TICK = 0.1  # seconds between two rounds of heartbeats
+DEADLINE_MS = 2 * 3600 * 1000  # each heartbeat's heartbeat deadline: not lost during the run
 WATCH_LIST_TIMEOUT = 900.0  # seconds for the watch's first LIST of every BotSession
 ACTOR = "api"  # the actor a report's transitions carry
 HANDLED = "botsession_handled_objects_total"
@@ -688,7 +691,7 @@ async def pipelined_heartbeats(
         async with store.client.pipeline(transaction=False) as pipe:
             for i in range(due):
                 member = members[(cursor + i) % len(members)]
-                await store._heartbeat(args=[member, now_ms], client=pipe)
+                await store._heartbeat(args=[member, now_ms, DEADLINE_MS, "1"], client=pipe)
             replies = await pipe.execute(raise_on_error=False)
         cursor += due
         beats = sum(1 for reply in replies if isinstance(reply, list))

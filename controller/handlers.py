@@ -13,6 +13,7 @@ from controller import metrics
 from controller.catch_up import CatchUp
 from controller.housekeeping_loop import HousekeepingLoop
 from controller.last_seen import LastSeenCopy
+from controller.liveness import LivenessWatch
 from controller.persistence import NoDiffBase
 from controller.sync import Announcer, sync_and_mark
 from sessions.adapters.kubernetes.botsessions import kept_labels, record_of
@@ -109,6 +110,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(housekeeping.run(), name="housekeeping"),
         asyncio.create_task(catch_up.run(), name="catch-up"),
         asyncio.create_task(last_seen.run(), name="lastSeen copy"),
+        asyncio.create_task(
+            LivenessWatch(runtime, lambda: housekeeping.leading).run(), name="liveness"
+        ),
     ]
 
 

@@ -111,3 +111,14 @@ EVENTS_DROPPED = Counter(
     "(the transitions are in the history all the same)",
     registry=REGISTRY,
 )
+HEARTBEATS_LOST = Counter(
+    "botsession_heartbeats_lost_total",
+    "Active sessions made inactive (HeartbeatLost) because they heartbeated and then stayed "
+    "silent past their heartbeat timeout",
+    registry=REGISTRY,
+)
+HEARTBEATING = Gauge(
+    "botsession_heartbeat_deadlines",
+    "Active sessions that heartbeat (each has a deadline; past it, its heartbeat is lost)",
+    registry=REGISTRY,
+)

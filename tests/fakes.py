@@ -40,7 +40,12 @@ class InMemoryBotSessions:
         return self.objects.get(key)
 
     async def create(
-        self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
+        self,
+        key: SessionKey,
+        identity: Identity,
+        ttl_seconds: int | None = None,
+        *,
+        heartbeat_timeout_seconds: int | None = None,
     ) -> tuple[BotSessionRecord, bool]:
         self._check()
         existing = self.objects.get(key)
@@ -59,6 +64,7 @@ class InMemoryBotSessions:
             identity,
             utcnow().replace(microsecond=0),
             ttl_seconds,
+            heartbeat_timeout_seconds,
             uid=f"uid-{self.uids}",
             resource_version=str(self.writes + 1),
             created_by_api=True,

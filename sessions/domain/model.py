@@ -32,6 +32,7 @@ class Reason(StrEnum):
     CLEARED = "Cleared"
     RECONNECTING = "Reconnecting"
     RETRYING = "Retrying"
+    HEARTBEAT_LOST = "HeartbeatLost"  # heartbeated, then silent past its heartbeat timeout
 
 
 _END_OF_LIFE = frozenset({Reason.EXPIRED, Reason.CLEARED})
@@ -46,7 +47,8 @@ TRANSITIONS: dict[tuple[Phase | None, Phase], frozenset[Reason]] = {
     (Phase.CONNECTING, Phase.ACTIVE): frozenset({Reason.CONNECTED}),
     (Phase.CONNECTING, Phase.FAILED): frozenset({Reason.CONNECT_FAILED, Reason.CONNECT_TIMEOUT}),
     (Phase.ACTIVE, Phase.INACTIVE): frozenset(
-        {Reason.DISCONNECTED, Reason.LOGGED_OUT, Reason.RESTARTED} | _END_OF_LIFE
+        {Reason.DISCONNECTED, Reason.LOGGED_OUT, Reason.RESTARTED, Reason.HEARTBEAT_LOST}
+        | _END_OF_LIFE
     ),
     (Phase.INACTIVE, Phase.CONNECTING): frozenset({Reason.RECONNECTING}),
     (Phase.FAILED, Phase.CONNECTING): frozenset({Reason.RETRYING}),
@@ -301,6 +303,8 @@ class SessionState:
     created_at: datetime
     identity: Identity = field(default_factory=Identity)
     incarnation: int = 0
+    # this session's own heartbeat timeout (0: none); None: the configured one
+    heartbeat_timeout_seconds: int | None = None
 
     @property
     def version(self) -> Version:

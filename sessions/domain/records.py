@@ -36,6 +36,7 @@ class BotSessionRecord:
     identity: Identity
     created_at: datetime
     ttl_seconds: int | None = None
+    heartbeat_timeout_seconds: int | None = None  # spec; None: the configured timeout
     last_seen: datetime | None = None
     expires_at: datetime | None = None
     deleting: bool = False
@@ -86,6 +87,7 @@ class BotSessionRecord:
             created_at=self.created_at,
             identity=self.identity,
             incarnation=self.incarnation,
+            heartbeat_timeout_seconds=self.heartbeat_timeout_seconds,
         )
 
     @property
@@ -104,10 +106,16 @@ class BotSessions(Protocol):
         """The BotSession of a session, or None."""
 
     async def create(
-        self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
+        self,
+        key: SessionKey,
+        identity: Identity,
+        ttl_seconds: int | None = None,
+        *,
+        heartbeat_timeout_seconds: int | None = None,
     ) -> tuple[BotSessionRecord, bool]:
         """Create it (status empty) and return it with True; if it already exists, return
         the existing one with False (so exactly one of concurrent creators says created).
+        ttl_seconds and heartbeat_timeout_seconds go into the spec (None: the configured).
         Raises SessionDeleting while an earlier incarnation is still being deleted."""
 
     async def set_phase(

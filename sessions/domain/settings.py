@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     connect_timeout: Duration = Field(
         timedelta(minutes=2), description="connecting longer than this becomes failed"
     )
+    heartbeat_timeout: Duration = Field(
+        timedelta(minutes=3),
+        description="an active session that has heartbeated and then stays silent this long "
+        "becomes inactive (HeartbeatLost); sessions that never heartbeat are not subject to "
+        "it; a BotSession's spec.heartbeatTimeoutSeconds overrides it; 0 turns it off",
+    )
     inactive_retention: Duration = Field(
         timedelta(days=7), description="inactive BotSessions are deleted after"
     )
@@ -165,6 +171,13 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("heartbeat_timeout")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative (0 turns it off)")
         return value
 
     @field_validator("redis_url")

@@ -182,17 +182,21 @@ class SessionService:
         reason: Reason | None = None,
         identity: Identity | None = None,
         actor: str = "api",
+        heartbeat_timeout_seconds: int | None = None,
     ) -> ReportResult:
         """A bot reports its phase (docs/architecture.md, "Status transitions").
 
-        Creates the BotSession on a first report; a report of the current phase only
+        Creates the BotSession on a first report (with the identity and the heartbeat
+        timeout given, later reports change neither); a report of the current phase only
         refreshes lastSeen; refused transitions raise TransitionRefused.
         """
         now = self.now()
         record = await self.botsessions.get(key)
         created = False
         if record is None:
-            record, created = await self.botsessions.create(key, identity or Identity())
+            record, created = await self.botsessions.create(
+                key, identity or Identity(), heartbeat_timeout_seconds=heartbeat_timeout_seconds
+            )
         if record.deleting:
             raise SessionDeleting(f"session {key} is being deleted; report again shortly")
         entries: list[HistoryEntry] = []
@@ -224,7 +228,9 @@ class SessionService:
         Redis lost), nothing else."""
         redis_pending = False
         try:
-            beat = await self.redis.heartbeat(record.key, state.last_seen)
+            beat = await self.redis.heartbeat(
+                record.key, state.last_seen, self.settings.heartbeat_timeout, arm=False
+            )
             if beat is None:
                 await self.redis.write(state, record.ttl(self.settings.session_ttl))
         except StoreUnavailable:
@@ -239,7 +245,8 @@ class SessionService:
         restores Redis (a lost write, or a report whose Redis write is still pending),
         unless a removal took it away (a sweep, a clear): then the bot must report again."""
         now = self.now()
-        beat = await self.redis.heartbeat(key, now)
+        timeout = self.settings.heartbeat_timeout
+        beat = await self.redis.heartbeat(key, now, timeout)
         if beat is not None and beat.phase is not Phase.INACTIVE:
             return beat
         record = await self.botsessions.get(key)
@@ -252,7 +259,7 @@ class SessionService:
         state = record.state(self.settings.session_ttl, now)
         if await self.redis.write(state, record.ttl(self.settings.session_ttl)):
             return Heartbeat(state.phase, state.last_seen, state.expires_at, state.revision)
-        beat = await self.redis.heartbeat(key, now)  # a newer write or a removal got there first
+        beat = await self.redis.heartbeat(key, now, timeout)  # a newer write or a removal won
         if beat is None or beat.phase is Phase.INACTIVE:
             raise SessionInactive(f"session {key} was removed; report connecting first")
         return beat
@@ -443,15 +450,27 @@ class SessionService:
         last_seen: datetime | None = None,
         only: Callable[[BotSessionRecord], bool] = lambda _record: True,
     ) -> list[HistoryEntry]:
-        """Move a live session's BotSession to inactive (Expired or Cleared), keeping the
-        time it was last seen, and record the history row. Nothing to do ([]) when it is
-        gone, being deleted, already inactive, or `only` refuses the version read."""
+        """Move a live session's BotSession to inactive (Expired, Cleared, HeartbeatLost),
+        keeping the time it was last seen, and record the history row. Nothing to do ([])
+        when it is gone, being deleted, already inactive, or `only` refuses the version read."""
+        _record, entries = await self._make_inactive(key, reason, actor, last_seen, only)
+        return entries
+
+    async def _make_inactive(
+        self,
+        key: SessionKey,
+        reason: Reason,
+        actor: str,
+        last_seen: datetime | None,
+        only: Callable[[BotSessionRecord], bool],
+    ) -> tuple[BotSessionRecord | None, list[HistoryEntry]]:
+        """make_inactive, with the BotSession as written (None when nothing was done)."""
         for _attempt in range(CAS_ATTEMPTS):
             record = await self.botsessions.get(key)
             if record is None or record.deleting or record.phase in (None, Phase.INACTIVE):
-                return []
+                return None, []
             if not only(record):
-                return []
+                return None, []
             now = self.now()
             seen = last_seen or record.last_seen or now
             step = Transition(record.phase, Phase.INACTIVE, reason)
@@ -460,10 +479,10 @@ class SessionService:
             except RevisionConflict:
                 continue
             except SessionDeleting:
-                return []
+                return None, []
             with contextlib.suppress(StoreUnavailable):  # the controller backfills it
                 await self.sql.write(record.state(self.settings.session_ttl, seen), entries)
-            return entries
+            return record, entries
         raise RevisionConflict(f"session {key} kept changing; try again")
 
     # --- the sweep ---------------------------------------------------------------------
@@ -509,6 +528,35 @@ class SessionService:
                 "redis",
                 record.key,
                 "the controller will heal it",
+            )
+        return entries
+
+    # --- lost heartbeats ------------------------------------------------------------------
+
+    async def lose_heartbeat(
+        self, claimed: SweptSession, actor: str = "liveness"
+    ) -> list[HistoryEntry]:
+        """Make a session whose heartbeat deadline passed inactive (HeartbeatLost), lastSeen
+        its last heartbeat, unless it moved on since the claim: a heartbeat after it (a new
+        deadline), or a transition (another version). Redis follows at once, so the bot's
+        next heartbeat is told to report `connecting`."""
+        key, claimed_version = claimed.key, claimed.version
+        if await self.redis.heartbeat_deadline(key) is not None:
+            return []  # a heartbeat came after the claim: the bot is alive
+
+        def unchanged(record: BotSessionRecord) -> bool:
+            return record.phase is Phase.ACTIVE and record.version == claimed_version
+
+        record, entries = await self._make_inactive(
+            key, Reason.HEARTBEAT_LOST, actor, claimed.last_seen, unchanged
+        )
+        if record is not None:
+            ttl = record.ttl(self.settings.session_ttl)
+            await pending_if_down(
+                self.redis.write(record.state(self.settings.session_ttl), ttl),
+                "redis",
+                key,
+                "the operator's sync writes it",
             )
         return entries
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from devstack.redis_server import RedisServer
 from sessions.adapters.kubernetes.botsessions import resource_name
 from sessions.adapters.redis.store import RedisStore, connect
 from sessions.domain.logs import JsonFormatter, quiet_data_loggers
-from sessions.domain.model import Phase, Reason, SessionKey
+from sessions.domain.model import Phase, Reason, SessionKey, parse_time
 from sessions.domain.settings import Settings, load_settings
 from sessions.runtime import Runtime
 from tests.conftest import OperatorEnv, eventually
@@ -411,6 +412,18 @@ async def test_a_first_report_of_connected_records_both_steps(api: Api) -> None:
     ]
 
 
+async def test_the_first_report_sets_the_session_s_heartbeat_timeout(api: Api) -> None:
+    response = await api.report("connected", heartbeatTimeoutSeconds=45)
+    assert response.status_code == 201
+    record = await api.runtime.botsessions.get(KEY)
+    assert record is not None and record.heartbeat_timeout_seconds == 45
+    beat = await api.client.post(f"{V1}/sessions/{BOT}/{USER}/heartbeat", headers=auth("reporter"))
+    assert beat.status_code == 200, beat.text
+    deadline = await api.runtime.redis.heartbeat_deadline(KEY)
+    assert deadline is not None
+    assert deadline - parse_time(beat.json()["lastSeen"]) == timedelta(seconds=45)
+
+
 async def test_a_refused_transition_is_409_with_current_and_allowed(api: Api) -> None:
     await api.report("connected", **IDENTITY)
     await api.report("disconnected", reason="LoggedOut")
@@ -455,6 +468,8 @@ async def test_a_refused_transition_is_409_with_current_and_allowed(api: Api) ->
         ({"state": "connected", "displayName": "a\u0000b"}, "body.displayName"),
         ({"state": "connected", "sessionId": "\ud800"}, "body.sessionId"),
         ({"state": "connected", "clearRedis": True}, "body.clearRedis"),
+        ({"state": "connected", "heartbeatTimeoutSeconds": -1}, "body.heartbeatTimeoutSeconds"),
+        ({"state": "connected", "heartbeatTimeoutSeconds": 86401}, "body.heartbeatTimeoutSeconds"),
     ],
 )
 async def test_invalid_reports_are_422_and_write_nothing(

@@ -86,6 +86,44 @@ async def test_connect_timeout_turns_connecting_into_failed(stack: Stack) -> Non
         assert await stack.redis.client.hget(f"session:{key}", "status") == "failed"
 
 
+async def test_a_bot_that_goes_silent_is_inactive_seconds_after_its_heartbeat_deadline(
+    stack: Stack,
+) -> None:
+    """Issue 21: the operator finds it on its own, with an Event and a metric; a session
+    that only reports, and one still heartbeating, stay active."""
+    silent, reporting, alive = (SessionKey("bot-1", u) for u in ("silent", "reports", "alive"))
+    for key in (silent, alive):
+        await stack.service.report(
+            key, ReportedState.CONNECTED, identity=IDENTITY, heartbeat_timeout_seconds=3
+        )
+    await stack.service.report(reporting, ReportedState.CONNECTED, heartbeat_timeout_seconds=3)
+    port = free_port()
+    with stack.operator(BOTSESSION_METRICS_PORT=str(port)):
+        await eventually(lambda: synced_everywhere(stack, [silent, reporting, alive]))
+        await stack.service.heartbeat(silent)
+        deadline = await stack.redis.heartbeat_deadline(silent)
+        assert deadline is not None
+        for _ in range(12):  # 6 s: twice the timeout
+            await stack.service.heartbeat(alive)
+            await stack.service.report(reporting, ReportedState.CONNECTED)
+            await asyncio.sleep(0.5)
+        record = await stack.botsessions.get(silent)
+        assert record is not None and record.reason is Reason.HEARTBEAT_LOST
+        assert record.last_seen == deadline - timedelta(seconds=3)
+        assert record.recent[-1].at - deadline <= timedelta(seconds=2)  # a look every second
+        for key in (reporting, alive):
+            assert await record_is(stack, key, Phase.ACTIVE, Reason.CONNECTED)
+        await eventually(lambda: synced_everywhere(stack, [silent]))
+        assert await stack.redis.client.hget(f"session:{silent}", "status") == "inactive"
+        assert metric(port, "botsession_heartbeats_lost_total") == 1
+        assert metric(port, "botsession_heartbeat_deadlines") == 1  # alive's
+        assert {
+            (e["type"], e["object"])
+            for e in events(stack)
+            if e["reason"] == Reason.HEARTBEAT_LOST.value
+        } == {("Normal", resource_name(silent))}
+
+
 async def test_heartbeats_for_two_minutes_cause_at_most_a_few_botsession_writes(
     stack: Stack,
 ) -> None:

@@ -481,9 +481,16 @@ class OperatorFirst(InMemoryBotSessions):
     API's create and the API's own compare-and-swap."""
 
     async def create(
-        self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
+        self,
+        key: SessionKey,
+        identity: Identity,
+        ttl_seconds: int | None = None,
+        *,
+        heartbeat_timeout_seconds: int | None = None,
     ) -> tuple[BotSessionRecord, bool]:
-        record, created = await super().create(key, identity, ttl_seconds)
+        record, created = await super().create(
+            key, identity, ttl_seconds, heartbeat_timeout_seconds=heartbeat_timeout_seconds
+        )
         first = HistoryEntry(
             key, 1, None, Phase.CONNECTING, Reason.CREATED, "operator", record.created_at
         )

@@ -120,6 +120,7 @@ def record_of(body: dict[str, Any]) -> BotSessionRecord:
         ),
         created_at=parse_time(meta["creationTimestamp"]),
         ttl_seconds=spec.get("ttlSeconds"),
+        heartbeat_timeout_seconds=spec.get("heartbeatTimeoutSeconds"),
         last_seen=parse_time(status["lastSeen"]) if status.get("lastSeen") else None,
         expires_at=parse_time(status["expiresAt"]) if status.get("expiresAt") else None,
         deleting=bool(meta.get("deletionTimestamp")),
@@ -143,6 +144,8 @@ def manifest(
     ttl_seconds: int | None = None,
     created_by: str | None = None,
     finalizer: str | None = None,
+    *,
+    heartbeat_timeout_seconds: int | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"botId": key.bot_id, "userId": key.user_id}
     if identity.phone_number:
@@ -153,6 +156,8 @@ def manifest(
         spec["sessionId"] = identity.session_id
     if ttl_seconds:
         spec["ttlSeconds"] = ttl_seconds
+    if heartbeat_timeout_seconds is not None:
+        spec["heartbeatTimeoutSeconds"] = heartbeat_timeout_seconds
     metadata: dict[str, Any] = {
         "name": resource_name(key),
         "namespace": namespace,
@@ -276,9 +281,22 @@ class KubeBotSessions:
         return record if record is not None and record.key == key else None
 
     async def create(
-        self, key: SessionKey, identity: Identity, ttl_seconds: int | None = None
+        self,
+        key: SessionKey,
+        identity: Identity,
+        ttl_seconds: int | None = None,
+        *,
+        heartbeat_timeout_seconds: int | None = None,
     ) -> tuple[BotSessionRecord, bool]:
-        body = manifest(key, identity, self.namespace, ttl_seconds, self.creator, self.finalizer)
+        body = manifest(
+            key,
+            identity,
+            self.namespace,
+            ttl_seconds,
+            self.creator,
+            self.finalizer,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+        )
         try:
             return record_of(await self.objects.create(body)), True
         except ApiError as exc:

@@ -140,6 +140,14 @@ def spec_schema() -> dict[str, Any]:
                 "maximum": 31536000,
                 "description": "Overrides the configured session TTL for this session.",
             },
+            "heartbeatTimeoutSeconds": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 86400,
+                "description": "Overrides the configured heartbeat timeout for this session: "
+                "active, heartbeating, then silent this long becomes inactive "
+                "(HeartbeatLost). 0: never.",
+            },
         },
     }
 

@@ -2,7 +2,8 @@
 
 Contract keys (other services may read them; names and fields are fixed by the requirements):
   session:<botId>:<userId>         hash: status, lastSeen, phoneNumber, displayName, sessionId,
-                                   createdAt, expiresAt (+ revision, reason, ttlSeconds)
+                                   createdAt, expiresAt (+ revision, reason, ttlSeconds,
+                                   incarnation, heartbeatTimeoutSeconds)
   session:status:<botId>:<userId>  string: the status, expiring with the session
   session:expiry:<botId>:<userId>  string: expiresAt, expiring with the session
 Project keys, under a configurable prefix (BOTSESSION_REDIS_KEY_PREFIX, default botsession:,
@@ -18,6 +19,8 @@ session:* sees contract keys only:
   <prefix>unsynced                 zset: member <botId>:<userId>, score = the first heartbeat
                                    (ms) whose lastSeen the operator has not yet copied to
                                    the BotSession (oldest first: the most drifted)
+  <prefix>heartbeat-deadline       zset: member <botId>:<userId>, score = when its heartbeat
+                                   is lost (ms): active sessions that heartbeat, only those
   <prefix>sentinel                 string "intact:<token>" while Redis holds every session
                                    the operator restored or saw written; gone after a FLUSHALL
                                    or a failover to an empty replica ("healing:<token>" while
@@ -36,7 +39,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from importlib import resources
 from typing import Any, NamedTuple
@@ -84,6 +87,7 @@ class RedisKeys:
         self.sweep_mark = f"{prefix}sweep:last"
         self.unsynced = f"{prefix}unsynced"
         self.sentinel = f"{prefix}sentinel"
+        self.heartbeat_deadlines = f"{prefix}heartbeat-deadline"
 
     # the contract's keys: fixed by the requirements, never prefixed
     @staticmethod
@@ -141,7 +145,8 @@ MALFORMED = "malformed"  # the sweep script's status for an index member it coul
 
 class SweptSession(NamedTuple):
     """A session the sweep removed: `why` is inactive, expired or gone; or malformed, an
-    index member that names no session (not <botId>:<userId>) whose entry was dropped.
+    index member that names no session (not <botId>:<userId>) whose entry was dropped. The
+    claim of lost heartbeats (RedisStore.claim_heartbeat_lost) answers in the same shape.
 
     It holds the sweep script's reply as Redis sent it (only strings); `key`, `why`, `phase`,
     `last_seen` and `revision` are worked out when read. A sweep that removes 100,000
@@ -278,6 +283,7 @@ class RedisStore:
         self._most_recent = client.register_script(_load_script("most_recent", self.keys))
         self._copied = client.register_script(_load_script("copied", self.keys))
         self._settle = client.register_script(_load_script("sentinel", self.keys))
+        self._heartbeat_lost = client.register_script(_load_script("heartbeat_lost", self.keys))
 
     async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         """One operation within the store's time budget (sessions.adapters.guard)."""
@@ -304,22 +310,32 @@ class RedisStore:
             state.phase.value,
             state.reason.value if state.reason else "",
             to_millis(state.last_seen),
-            int(ttl.total_seconds() * 1000),
+            _millis(ttl),
             to_millis(state.created_at),
             ident.phone_number,
             ident.display_name,
             ident.session_id,
             seconds_text(ttl),
             state.incarnation,
+            "" if state.heartbeat_timeout_seconds is None else state.heartbeat_timeout_seconds,
         ]
         written, _stored = await self._call("write", lambda: self._write(args=args))
         return bool(written)
 
-    async def heartbeat(self, key: SessionKey, now: datetime) -> Heartbeat | None:
-        """Refresh a live session's lastSeen and expiry; None when Redis does not hold it."""
-        result = await self._call(
-            "heartbeat", lambda: self._heartbeat(args=[member_of(key), to_millis(now)])
-        )
+    async def heartbeat(
+        self,
+        key: SessionKey,
+        now: datetime,
+        timeout: timedelta = timedelta(0),
+        *,
+        arm: bool = True,
+    ) -> Heartbeat | None:
+        """Refresh a live session's lastSeen and expiry; None when Redis does not hold it.
+        An active one's heartbeat deadline moves to now + its own heartbeat timeout, else
+        `timeout` (0: none); with arm=False (a report of the current phase, not a heartbeat)
+        only a deadline a heartbeat set moves."""
+        args: list[str | int] = [member_of(key), to_millis(now), _millis(timeout), int(arm)]
+        result = await self._call("heartbeat", lambda: self._heartbeat(args=args))
         if result is None:
             return None
         status, last_seen, expires_at, revision = result
@@ -381,6 +397,29 @@ class RedisStore:
         args = [to_millis(now), limit, self.tombstone_ms]
         rows = await self._call("sweep", lambda: self._sweep(args=args))
         return _swept(rows)
+
+    async def claim_heartbeat_lost(self, now: datetime, limit: int) -> list[SweptSession]:
+        """Up to `limit` active sessions whose heartbeat deadline is at or before `now`, their
+        deadlines removed in the same atomic step (lua/heartbeat_lost.lua): a heartbeat that
+        came first moved its deadline and is not claimed."""
+        args = [to_millis(now), limit]
+        rows = await self._call("heartbeat_lost", lambda: self._heartbeat_lost(args=args))
+        return _swept(rows)
+
+    async def heartbeat_deadline(self, key: SessionKey) -> datetime | None:
+        """When the session's heartbeat is lost; None when it has no deadline."""
+        score = await self._call(
+            "heartbeat_deadline",
+            lambda: self.client.zscore(self.keys.heartbeat_deadlines, member_of(key)),
+        )
+        return None if score is None else datetime.fromtimestamp(score / 1000, UTC)
+
+    async def heartbeat_deadline_count(self) -> int:
+        """Active sessions that heartbeat (one ZCARD)."""
+        count: int = await self._call(
+            "heartbeat_deadlines", lambda: self.client.zcard(self.keys.heartbeat_deadlines)
+        )
+        return count
 
     async def session_keys(self) -> AsyncIterator[str]:
         """The `<botId>:<userId>` of every session:<botId>:<userId> hash in Redis, ours or not
@@ -490,4 +529,13 @@ def _state_from_hash(key: SessionKey, fields: dict[str, str]) -> SessionState | 
             fields.get("sessionId", ""),
         ),
         incarnation=int(fields.get("incarnation") or 0),
+        heartbeat_timeout_seconds=_int_or_none(fields.get("heartbeatTimeoutSeconds")),
     )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+def _millis(duration: timedelta) -> int:
+    return int(duration.total_seconds() * 1000)

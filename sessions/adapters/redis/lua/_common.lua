@@ -28,6 +28,8 @@ local PREFIX = '__PREFIX__'
 local INDEX = PREFIX .. 'expiry'
 -- member -> the first heartbeat (ms) whose lastSeen has not been copied to the BotSession yet
 local UNSYNCED = PREFIX .. 'unsynced'
+-- member -> when its heartbeat is lost (ms): active sessions that heartbeat, and only those
+local DEADLINES = PREFIX .. 'heartbeat-deadline'
 
 local function keys_of(member)
   local sep = string.find(member, ':', 1, true)

@@ -14,5 +14,6 @@ end
 local deleted = redis.call('DEL', hash, status_key, expiry_key)
 redis.call('ZREM', INDEX, member)
 redis.call('ZREM', UNSYNCED, member)
+redis.call('ZREM', DEADLINES, member)
 redis.call('ZREM', bot_index, user)
 return deleted

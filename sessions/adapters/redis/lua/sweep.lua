@@ -37,6 +37,7 @@ local function remove(member, f)
     redis.call('DEL', hash, status_key, expiry_key)
     redis.call('ZREM', bot_index, user)
     redis.call('ZREM', UNSYNCED, member)
+    redis.call('ZREM', DEADLINES, member)
   end
   out[n + 1] = member
   out[n + 2] = f[1] or ''

@@ -2,8 +2,10 @@
 -- stored version, or not newer than what a removal took away (the tombstone), is ignored.
 -- A new incarnation replaces the hash whole. lastSeen never moves backwards within an
 -- incarnation (a heartbeat may be newer than the writer's copy).
+-- A session that leaves `active` loses its heartbeat deadline (heartbeat.lua sets it again
+-- once it is active and heartbeats).
 -- ARGV: member, revision, status, reason, seen_ms, ttl_ms, created_ms, phone, name, session_id,
---       ttl_seconds (integer text), incarnation
+--       ttl_seconds (integer text), incarnation, heartbeat_timeout_seconds ('' : the default)
 -- returns {1, revision} when written, {0, revision} when ignored
 local member = ARGV[1]
 local revision, incarnation = ARGV[2], ARGV[12]
@@ -29,6 +31,14 @@ end
 redis.call('HSET', hash, 'status', ARGV[3], 'reason', ARGV[4], 'revision', revision,
   'incarnation', incarnation, 'phoneNumber', ARGV[8], 'displayName', ARGV[9],
   'sessionId', ARGV[10], 'ttlSeconds', ARGV[11])
+if ARGV[13] == '' then
+  redis.call('HDEL', hash, 'heartbeatTimeoutSeconds')
+else
+  redis.call('HSET', hash, 'heartbeatTimeoutSeconds', ARGV[13])
+end
+if ARGV[3] ~= 'active' then
+  redis.call('ZREM', DEADLINES, member)
+end
 redis.call('HSETNX', hash, 'createdAt', iso(tonumber(ARGV[7])))
 touch(member, ARGV[3], seen_ms, tonumber(ARGV[6]))
 return {1, tonumber(revision)}
