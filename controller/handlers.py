@@ -19,6 +19,7 @@ from controller.sync import Announcer, sync_and_mark
 from sessions.adapters.kubernetes.botsessions import kept_labels, record_of
 from sessions.adapters.kubernetes.crd import FINALIZER, GROUP, PLURAL, VERSION
 from sessions.adapters.kubernetes.peering import Activity, KopfPeers, Standalone
+from sessions.adapters.tasks import stop
 from sessions.domain.model import InvalidSessionInput, SessionKey, utcnow
 from sessions.domain.settings import Settings
 from sessions.runtime import Runtime
@@ -118,10 +119,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup(registry=registry)
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    tasks = memo.get("tasks", [])
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)  # the housekeeping loop lets go its lease
+    await stop(*memo.get("tasks", []))  # the housekeeping loop lets go its lease
     if "runtime" in memo:
         await runtime_of(memo).close()
 

@@ -17,6 +17,7 @@ from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.redis.store import RedisKeys, RedisStore, connect
 from sessions.adapters.sql.migrate import upgrade
 from sessions.adapters.sql.store import SqlStore, create_engine
+from sessions.adapters.tasks import stop
 from sessions.domain.settings import Settings
 from sessions.usecases.reconcile import Reconciler
 from sessions.usecases.service import SessionService
@@ -107,9 +108,7 @@ class Runtime:
         self.sql.guard.observer = observer
 
     async def close(self) -> None:
-        for task in self.watching:
-            task.cancel()
-        await asyncio.gather(*self.watching, return_exceptions=True)
+        await stop(*self.watching)
         await self.redis.close()
         await self.sql.close()
         await self.kube.close()

@@ -18,7 +18,6 @@ the counts as metrics without this module knowing about either.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from sessions.adapters.tasks import stop
 from sessions.domain.logs import event
 from sessions.domain.model import StoreUnavailable
 
@@ -214,6 +214,4 @@ class StoreGuard:
 
     async def close(self) -> None:
         if self._prober is not None:
-            self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+            await stop(self._prober)

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
+from sessions.adapters.tasks import stop
 from sessions.domain.model import StoreUnavailable
 
 _RELEASE = """
@@ -91,9 +92,7 @@ class RedisLease:
                     if loop.time() - renewed_at >= self.ttl.total_seconds():
                         raise LeaseLost(f"{self.key} could not be renewed: {exc}") from exc
         finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await stop(task)
 
     async def renew(self) -> bool:
         """Extend the lease if this holder has it; False when it does not."""
