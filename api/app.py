@@ -3,6 +3,7 @@ Kubernetes client, the use-cases) and closes it on shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from fastapi.routing import APIRoute
 from api import dashboard, errors, metrics
 from api.admission import WriteAdmission
 from api.auth import TokenRegistry
+from api.beacon import keep_saying_it_serves
 from api.health import Readiness
 from api.limits import RateLimiter
 from api.middleware import (
@@ -25,6 +27,7 @@ from api.middleware import (
 )
 from api.routes import health, heartbeat, router, session_status
 from api.settings import ApiSettings, load_api_settings
+from sessions.adapters.tasks import stop
 from sessions.domain import logs, privacy
 from sessions.domain.settings import Settings, load_settings
 from sessions.runtime import Runtime
@@ -109,9 +112,11 @@ def create_app(
         # p99 of session-status under load (docs/benchmarks.md, "The REST API under load").
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        beacon = asyncio.create_task(keep_saying_it_serves(runtime), name="api beacon")
         try:
             yield
         finally:
+            await stop(beacon)
             await runtime.close()
 
     app = FastAPI(

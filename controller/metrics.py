@@ -122,3 +122,9 @@ HEARTBEATING = Gauge(
     "Active sessions that heartbeat (each has a deadline; past it, its heartbeat is lost)",
     registry=REGISTRY,
 )
+HEARTBEAT_LOSS_PAUSED = Gauge(
+    "botsession_heartbeat_loss_paused",
+    "1 while heartbeat-loss detection waits because bots could not be heard (no API replica "
+    "serving, or one heartbeat timeout after that)",
+    registry=REGISTRY,
+)

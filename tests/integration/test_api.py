@@ -424,6 +424,17 @@ async def test_the_first_report_sets_the_session_s_heartbeat_timeout(api: Api) -
     assert deadline - parse_time(beat.json()["lastSeen"]) == timedelta(seconds=45)
 
 
+async def test_a_serving_api_says_so_for_the_heartbeat_loss_detection(api: Api) -> None:
+    """sessions.usecases.liveness: the operator pauses while no replica has said it serves."""
+
+    async def beacon() -> Any:
+        return (await api.runtime.redis.heartbeat_signal())[0]
+
+    said = await eventually(beacon)
+    assert (await api.runtime.redis.heartbeat_signal())[1] is None  # no hold: no gap before
+    assert abs((said - api.runtime.service.now()).total_seconds()) < 10
+
+
 async def test_a_refused_transition_is_409_with_current_and_allowed(api: Api) -> None:
     await api.report("connected", **IDENTITY)
     await api.report("disconnected", reason="LoggedOut")

@@ -19,7 +19,7 @@ from sessions.domain.model import (
     SessionInactive,
     SessionKey,
 )
-from sessions.usecases.liveness import detect_lost_heartbeats
+from sessions.usecases.liveness import BEACON_INTERVAL, detect_lost_heartbeats, say_api_serves
 from sessions.usecases.service import SessionService
 from tests.conftest import make_state
 from tests.fakes import Clock
@@ -228,3 +228,68 @@ async def test_a_pass_works_through_more_than_one_batch(
     second = await detect_lost_heartbeats(service, service.redis, limit=5, concurrency=2)
     assert (first.claimed, len(first.lost), second.claimed, len(second.lost)) == (5, 5, 2, 2)
     assert {e.key for e in first.lost + second.lost} == set(keys)
+
+
+# --- silence proves nothing while bots could not be heard ------------------------------
+
+
+async def api_serves_for(service: SessionService, clock: Clock, seconds: float) -> None:
+    """An API replica up for that long, saying so every BEACON_INTERVAL as it does."""
+    step = BEACON_INTERVAL.total_seconds()
+    while seconds > 0:
+        clock.advance(seconds=min(step, seconds))
+        seconds -= step
+        await say_api_serves(service, service.redis)
+
+
+async def test_no_api_for_a_while_holds_the_detection_one_timeout(
+    service: SessionService, clock: Clock
+) -> None:
+    """Every API replica gone (or cut off from Redis) for longer than BEACON_STALE: the
+    deadlines passed meanwhile, but the bots had nowhere to heartbeat. Nothing is taken
+    for lost until one default timeout after an API replica is back."""
+    await say_api_serves(service, service.redis)
+    await service.report(KEY, ReportedState.CONNECTED)
+    await service.heartbeat(KEY)
+
+    clock.advance(minutes=10)  # no API replica says a word: the API is down
+    paused = await detect_lost_heartbeats(service, service.redis)
+    assert paused.claimed == 0 and paused.paused is not None
+    assert "no API replica" in paused.paused
+
+    held = await say_api_serves(service, service.redis)  # back
+    assert held == service.now() + TIMEOUT
+    await api_serves_for(service, clock, TIMEOUT.total_seconds() - 1)
+    still = await detect_lost_heartbeats(service, service.redis)
+    assert still.claimed == 0 and still.paused is not None and "held until" in still.paused
+
+    await api_serves_for(service, clock, 1)  # a whole timeout, no heartbeat: now it is lost
+    found = await detect_lost_heartbeats(service, service.redis)
+    assert found.paused is None
+    assert [e.reason for e in found.lost] == [Reason.HEARTBEAT_LOST]
+
+
+async def test_a_bot_that_heartbeats_within_the_hold_stays_active(
+    service: SessionService, clock: Clock
+) -> None:
+    await say_api_serves(service, service.redis)
+    await service.report(KEY, ReportedState.CONNECTED)
+    await service.heartbeat(KEY)
+    clock.advance(minutes=10)
+    await say_api_serves(service, service.redis)
+    await api_serves_for(service, clock, 30)
+    await service.heartbeat(KEY)  # the bot reaches the API again
+    await api_serves_for(service, clock, TIMEOUT.total_seconds() - 30)  # the hold ends
+    after = await detect_lost_heartbeats(service, service.redis)
+    assert (after.paused, after.claimed) == (None, 0)
+    record = await service.botsessions.get(KEY)
+    assert record is not None and record.phase is Phase.ACTIVE
+
+
+async def test_replicas_that_keep_saying_they_serve_set_no_hold(
+    service: SessionService, clock: Clock
+) -> None:
+    for _ in range(5):
+        assert await say_api_serves(service, service.redis) is None
+        clock.advance(seconds=5)
+    assert await service.redis.heartbeat_signal() == (service.now() - timedelta(seconds=5), None)

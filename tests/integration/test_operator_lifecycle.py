@@ -26,6 +26,7 @@ from sessions.domain.model import (
     SessionKey,
     StoreUnavailable,
 )
+from sessions.usecases.liveness import BEACON_KEPT, BEACON_STALE, say_api_serves
 from sessions.usecases.service import SessionService
 from tests.conftest import eventually
 from tests.integration.operator_stack import (
@@ -122,6 +123,32 @@ async def test_a_bot_that_goes_silent_is_inactive_seconds_after_its_heartbeat_de
             for e in events(stack)
             if e["reason"] == Reason.HEARTBEAT_LOST.value
         } == {("Normal", resource_name(silent))}
+
+
+async def test_the_operator_takes_no_silence_for_loss_while_the_api_was_away(
+    stack: Stack,
+) -> None:
+    """No API replica said it serves for a while: the deadline passes, nothing is lost, the
+    operator says it pauses; once a replica is back, one heartbeat timeout later it is."""
+    service = with_ttl(stack, heartbeat_timeout="3s")
+    key = SessionKey("bot-1", "unheard")
+    await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    await service.heartbeat(key)
+    gone = service.now() - timedelta(minutes=1)  # the last word of the last API replica
+    await stack.redis.api_alive(gone, BEACON_STALE, timedelta(seconds=3), BEACON_KEPT)
+    port = free_port()
+    with stack.operator(BOTSESSION_METRICS_PORT=str(port)) as operator:
+        await eventually(lambda: async_true(metric(port, "botsession_heartbeat_loss_paused") == 1))
+        await asyncio.sleep(5)  # past the deadline
+        assert await record_is(stack, key, Phase.ACTIVE, Reason.CONNECTED)
+
+        held_until = await say_api_serves(service, stack.redis)  # a replica is back
+        assert held_until is not None
+        await eventually(lambda: record_is(stack, key, Phase.INACTIVE, Reason.HEARTBEAT_LOST))
+        record = await stack.botsessions.get(key)
+        assert record is not None and record.recent[-1].at >= held_until - timedelta(seconds=1)
+        assert metric(port, "botsession_heartbeat_loss_paused") == 0
+        assert "heartbeat loss paused" in operator.output()
 
 
 async def test_heartbeats_for_two_minutes_cause_at_most_a_few_botsession_writes(

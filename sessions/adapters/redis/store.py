@@ -21,6 +21,9 @@ session:* sees contract keys only:
                                    the BotSession (oldest first: the most drifted)
   <prefix>heartbeat-deadline       zset: member <botId>:<userId>, score = when its heartbeat
                                    is lost (ms): active sessions that heartbeat, only those
+  <prefix>api:alive                string: when an API replica last said it serves (ms)
+  <prefix>heartbeat:hold-until     string: no heartbeat is taken for lost before this (ms),
+                                   set after a time without any API replica
   <prefix>sentinel                 string "intact:<token>" while Redis holds every session
                                    the operator restored or saw written; gone after a FLUSHALL
                                    or a failover to an empty replica ("healing:<token>" while
@@ -88,6 +91,8 @@ class RedisKeys:
         self.unsynced = f"{prefix}unsynced"
         self.sentinel = f"{prefix}sentinel"
         self.heartbeat_deadlines = f"{prefix}heartbeat-deadline"
+        self.api_beacon = f"{prefix}api:alive"
+        self.heartbeat_hold = f"{prefix}heartbeat:hold-until"
 
     # the contract's keys: fixed by the requirements, never prefixed
     @staticmethod
@@ -284,6 +289,7 @@ class RedisStore:
         self._copied = client.register_script(_load_script("copied", self.keys))
         self._settle = client.register_script(_load_script("sentinel", self.keys))
         self._heartbeat_lost = client.register_script(_load_script("heartbeat_lost", self.keys))
+        self._api_beacon = client.register_script(_load_script("api_beacon", self.keys))
 
     async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         """One operation within the store's time budget (sessions.adapters.guard)."""
@@ -414,6 +420,25 @@ class RedisStore:
         )
         return None if score is None else datetime.fromtimestamp(score / 1000, UTC)
 
+    async def api_alive(
+        self, now: datetime, stale: timedelta, hold: timedelta, keep: timedelta
+    ) -> datetime | None:
+        """An API replica is serving (lua/api_beacon.lua). Returns the end of the hold on
+        heartbeat-loss detection this call set (the last word of any replica was older than
+        `stale`), else None."""
+        args = [to_millis(now), _millis(stale), _millis(hold), _millis(keep)]
+        held: int = await self._call("api_alive", lambda: self._api_beacon(args=args))
+        return datetime.fromtimestamp(held / 1000, UTC) if held else None
+
+    async def heartbeat_signal(self) -> tuple[datetime | None, datetime | None]:
+        """(when an API replica last said it serves, when the hold on heartbeat-loss
+        detection ends); None where there is none."""
+        beacon, hold = await self._call(
+            "heartbeat_signal",
+            lambda: self.client.mget(self.keys.api_beacon, self.keys.heartbeat_hold),
+        )
+        return _moment(beacon), _moment(hold)
+
     async def heartbeat_deadline_count(self) -> int:
         """Active sessions that heartbeat (one ZCARD)."""
         count: int = await self._call(
@@ -535,6 +560,10 @@ def _state_from_hash(key: SessionKey, fields: dict[str, str]) -> SessionState | 
 
 def _int_or_none(text: str | None) -> int | None:
     return int(text) if text else None
+
+
+def _moment(millis: str | None) -> datetime | None:
+    return datetime.fromtimestamp(int(millis) / 1000, UTC) if millis else None
 
 
 def _millis(duration: timedelta) -> int:
