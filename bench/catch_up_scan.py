@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     index = BotSessionIndex(cast(Any, None), "bench")
     for i in range(args.sessions):
         index._apply({"type": "ADDED", "object": body(i, i < args.behind)})
+    index.filled.set()
     catch_up = CatchUp(cast(Any, Runtime()), cast(Any, None), index, lambda: True)
 
     def every_record() -> object:  # the catch-up's pass before c900f71

@@ -8,13 +8,18 @@ at 10,000 (docs/benchmarks.md, "Operator restart"). The catch-up reads the opera
 index (sessions.adapters.kubernetes.informer) once a second on the housekeeping leader and
 syncs the BotSessions whose last change has waited longer than `catch_up_after`, each read
 again from the API server first. kopf reaches them later and finds them in step. Both
-paths are safe together: every write is guarded by the revision it was made for."""
+paths are safe together: every write is guarded by the revision it was made for.
+
+While the index is still being filled (its first LIST of 100,000 BotSessions takes over
+20 s, and kopf starts only after it), the catch-up syncs what changed since the fill began
+(BotSessionIndex.early_unsynced) on the active kopf peer, so a BotSession created during a
+restart is synced within seconds whatever the number of BotSessions."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from controller import metrics
 from controller.steps import guarded
@@ -42,11 +47,13 @@ class CatchUp:
         announcer: Announcer,
         index: BotSessionIndex,
         leading: Callable[[], bool],
+        active_peer: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.announcer = announcer
         self.index = index
-        self.leading = leading
+        self.leading = leading  # holds the housekeeping lease (which needs the index filled)
+        self.active_peer = active_peer  # before the index is filled (None: then it waits)
         self.retry_at: dict[str, float] = {}  # uid -> loop time; those that stayed behind
         self.failures: dict[str, int] = {}  # uid -> syncs that failed in a row
 
@@ -57,7 +64,8 @@ class CatchUp:
         settings, now = self.runtime.settings, self.runtime.service.clock()
         clock = asyncio.get_running_loop().time()
         waiting, still_behind = [], {}
-        for record in self.index.unsynced():
+        filled = self.index.filled.is_set()
+        for record in self.index.unsynced() if filled else self.index.early_unsynced():
             since = record.waiting_since
             if since is None or now - since < settings.catch_up_after:
                 continue
@@ -113,8 +121,15 @@ class CatchUp:
         outcome = await sync_and_mark(self.runtime, self.announcer, record, record.generation, None)
         return None if outcome is None else outcome.synced
 
+    async def may_act(self) -> bool:
+        if self.index.filled.is_set():
+            return self.leading()
+        if self.active_peer is None or not self.index.early_unsynced():
+            return False
+        return bool(await guarded("catch-up", self.active_peer))
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(INTERVAL)
-            if self.index.filled.is_set() and self.leading():
+            if await self.may_act():
                 await guarded("catch-up", self.step)

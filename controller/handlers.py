@@ -22,7 +22,7 @@ from sessions.adapters.kubernetes.peering import Activity, KopfPeers, Standalone
 from sessions.adapters.tasks import stop
 from sessions.domain.model import InvalidSessionInput, SessionKey, utcnow
 from sessions.domain.settings import Settings
-from sessions.runtime import Runtime
+from sessions.runtime import EVERY_BOTSESSION_WAIT, Runtime
 from sessions.usecases.reconcile import cleanup_deleted, conditions, first_phase_awaited
 
 registry = kopf.OperatorRegistry()
@@ -88,8 +88,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.settings
     configure(settings, config)
-    # kopf starts watching once this handler returns: the runtime's index is filled first
-    memo.runtime = runtime = await Runtime.open(config, migrate=True, every_botsession=True)
+    memo.runtime = runtime = await Runtime.open(
+        config, migrate=True, every_botsession=True, wait_for_index=False
+    )
     runtime.observe(metrics.GUARDS)
     metrics.serve(config.metrics_port)
     index = runtime.index
@@ -105,7 +106,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.announcer = announcer = Announcer(
         runtime.kube, runtime.namespace, config.events_per_second
     )
-    catch_up = CatchUp(runtime, announcer, index, lambda: housekeeping.leading)
+    catch_up = CatchUp(runtime, announcer, index, lambda: housekeeping.leading, activity.active)
     last_seen = LastSeenCopy(runtime, index, lambda: housekeeping.leading)
     memo.tasks = [
         asyncio.create_task(housekeeping.run(), name="housekeeping"),
@@ -115,6 +116,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             LivenessWatch(runtime, lambda: housekeeping.leading).run(), name="liveness"
         ),
     ]
+    # kopf starts watching once this handler returns: the index is filled first (the
+    # catch-up syncs what changes meanwhile)
+    await runtime.wait_for_index(EVERY_BOTSESSION_WAIT)
 
 
 @kopf.on.cleanup(registry=registry)

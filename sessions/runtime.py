@@ -60,11 +60,14 @@ class Runtime:
         migrate: bool = False,
         every_botsession: bool = False,
         finalizer: str | None = FINALIZER,
+        wait_for_index: bool = True,
     ) -> Runtime:
         """every_botsession: index every BotSession (the operator's housekeeping reads it),
         not only the custom-named ones (the API's lookups). finalizer: the one new
         BotSessions are created with (the operator's; None where no operator runs, as in the
-        API's own tests, else nothing would let a cleared BotSession go)."""
+        API's own tests, else nothing would let a cleared BotSession go). wait_for_index:
+        return once the index is filled (or its wait is over); else at once, the caller
+        waits with `wait_for_index()`."""
         connection = load_config(kubeconfig)
         kube = KubeClient(connection)
         redis = RedisStore(
@@ -94,13 +97,18 @@ class Runtime:
         service = SessionService(botsessions, redis, sql, settings)
         runtime = cls(settings, redis, sql, kube, botsessions, service, index)
         runtime.watching.append(asyncio.create_task(index.run(), name="botsession index"))
-        # The API's is usually empty: one short LIST. Until it has been read, a custom-named
-        # BotSession would not be found (a report for it would create a second one under the
-        # derived name); when the API server is down the stores still serve: not long.
-        wait = EVERY_BOTSESSION_WAIT if every_botsession else ALIASES_WAIT
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(index.filled.wait(), wait)
+        if wait_for_index:
+            wait = EVERY_BOTSESSION_WAIT if every_botsession else ALIASES_WAIT
+            await runtime.wait_for_index(wait)
         return runtime
+
+    async def wait_for_index(self, seconds: float) -> None:
+        """Until the index is filled, `seconds` at most. The API's is usually empty: one
+        short LIST. Until it has been read, a custom-named BotSession would not be found (a
+        report for it would create a second one under the derived name); when the API server
+        is down the stores still serve: not long."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.index.filled.wait(), seconds)
 
     def observe(self, observer: GuardObserver) -> None:
         """Count what the stores' guards do (sessions.adapters.guard), e.g. into metrics."""

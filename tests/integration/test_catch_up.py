@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from controller.catch_up import CatchUp
 from controller.sync import Announcer
 from sessions.adapters.kubernetes.botsessions import KubeBotSessions
 from sessions.adapters.kubernetes.informer import BotSessionIndex
+from sessions.adapters.tasks import stop
 from sessions.domain.model import Phase, Reason, ReportedState, SessionKey
 from sessions.domain.records import BotSessionRecord
 from sessions.runtime import Runtime
@@ -146,3 +148,61 @@ async def test_events_past_the_budget_are_dropped_and_counted_the_rest_posted_on
 
 def dropped_count() -> float:
     return metrics.REGISTRY.get_sample_value("botsession_events_dropped_total") or 0.0
+
+
+class SlowFirstList(BotSessionIndex):
+    """An index whose first LIST waits until the test lets it go: the interleaving of a
+    restart with 100,000 BotSessions, whose first LIST takes over 20 s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.go = asyncio.Event()
+
+    async def _list(self) -> str:
+        await self.go.wait()
+        return await super()._list()
+
+
+async def test_what_changes_while_the_index_fills_is_synced_before_it_is_filled(
+    stack: Stack,
+) -> None:
+    service = with_ttl(stack, catch_up_after="10ms")
+    kube = stack.botsessions.objects.client
+    old = SessionKey("bot-restart", "old")
+    await stack.botsessions.create(old, IDENTITY)  # before the restart: left to the LIST
+    index = SlowFirstList(kube, stack.namespace)
+    runtime = Runtime(
+        service.settings, stack.redis, stack.sql, kube, stack.botsessions, service, index
+    )
+    task = asyncio.create_task(index.run())
+    try:
+        await asyncio.sleep(1)  # the early watch is up
+        new = SessionKey("bot-restart", "new")
+        await stack.botsessions.create(new, IDENTITY)  # during the restart
+        seen = await eventually(lambda: async_value(index.early_unsynced()), timeout=10)
+        assert [r.key for r in seen] == [new]
+
+        async def active() -> bool:
+            return True
+
+        standby = CatchUp(runtime, announcer_of(runtime), index, lambda: False)
+        assert not await standby.may_act()  # no peer to ask: it waits for the index
+        catch_up = CatchUp(runtime, announcer_of(runtime), index, lambda: False, active)
+        assert await catch_up.may_act()
+        assert await catch_up.step() == 1
+        assert not index.filled.is_set()
+        record = await stack.botsessions.get(new)
+        assert record is not None and record.synced_revision == record.revision == 1
+        untouched = await stack.botsessions.get(old)
+        assert untouched is not None and untouched.phase is None
+
+        index.go.set()
+        await asyncio.wait_for(index.filled.wait(), 10)
+        assert index.early_unsynced() == []
+        assert [r.key for r in index.unsynced()] == [old]  # the LIST's, for the usual path
+    finally:
+        await stop(task)
+
+
+async def async_value(value: Any) -> Any:
+    return value

@@ -24,6 +24,10 @@ pytestmark = pytest.mark.unit
 @dataclass
 class Index:
     held: list[BotSessionRecord] = field(default_factory=list)
+    filled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.filled.set()
 
     def records(self) -> list[BotSessionRecord]:
         return self.held

@@ -11,11 +11,17 @@ lookups the same way.
 
 `filled` is set once the first LIST has been read in full; until then nothing may act on
 it. Records are slim: each keeps only its last transition.
+
+The first LIST of 100,000 BotSessions takes over 20 s. So that what changes meanwhile (a
+BotSession created during an operator's restart) need not wait for it, a watch from the
+collection's current resourceVersion runs beside the first LIST, and `early_unsynced()` has
+the BotSessions it saw change that are not in step, until the index is filled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import replace
 from typing import Any
@@ -23,6 +29,7 @@ from typing import Any
 from sessions.adapters.kubernetes.botsessions import record_of, resource_name
 from sessions.adapters.kubernetes.client import ApiError, CustomObjects, KubeClient
 from sessions.adapters.kubernetes.crd import GROUP, PLURAL, VERSION
+from sessions.adapters.tasks import stop
 from sessions.domain.logs import event
 from sessions.domain.model import Phase, SessionKey
 from sessions.domain.records import BotSessionRecord
@@ -67,6 +74,7 @@ class BotSessionIndex:
         self._aliases: dict[SessionKey, str] = {}  # the names not derived from the key
         self.filled = asyncio.Event()
         self._failures = 0  # in a row, since the watch last delivered anything
+        self._early: dict[str, BotSessionRecord] = {}  # changed during the first LIST, by name
 
     def records(self) -> list[BotSessionRecord]:
         return list(self._records.values())
@@ -74,6 +82,11 @@ class BotSessionIndex:
     def unsynced(self) -> list[BotSessionRecord]:
         """The BotSessions the controller has not synced yet (their waiting_since is set)."""
         return list(self._unsynced.values())
+
+    def early_unsynced(self) -> list[BotSessionRecord]:
+        """Until the index is filled: the BotSessions that changed since it began to fill and
+        are not in step (empty once filled: then `unsynced` has them all)."""
+        return [record for record in self._early.values() if record.waiting_since is not None]
 
     def in_phase(self, phase: Phase | None) -> list[BotSessionRecord]:
         """The BotSessions in `phase` (None: without a phase yet)."""
@@ -100,13 +113,19 @@ class BotSessionIndex:
         RBAC refuses would otherwise be retried, and logged, every second); anything the
         watch delivers resets it. Cancel the task to stop."""
         while True:
+            early: asyncio.Task[None] | None = None
             try:
                 started = asyncio.get_running_loop().time()
+                if not self.filled.is_set():
+                    early = asyncio.create_task(self._watch_early(), name="early changes")
                 version = await self._list()
                 if not self.filled.is_set():
                     seconds = round(asyncio.get_running_loop().time() - started, 2)
                     event(log, "botsession index filled", objects=len(self), seconds=seconds)
                 self.filled.set()
+                if early is not None:
+                    await stop(early)
+                self._early.clear()
                 await self._watch(version)
             except WatchExpired:
                 continue
@@ -124,6 +143,31 @@ class BotSessionIndex:
                     retryInSeconds=delay,
                 )
                 await asyncio.sleep(delay)
+            finally:
+                if early is not None:
+                    await stop(early)
+
+    async def _watch_early(self) -> None:
+        """The changes from now on, while the first LIST runs. Best effort: when it fails,
+        the changes wait for the LIST, as they did without it."""
+        try:
+            page = await self._objects.list(limit=1, **self._selector)
+            version = str(page.get("metadata", {}).get("resourceVersion", ""))
+            changes = self._objects.watch(
+                self._watch_timeout, resource_version=version, **self._selector
+            )
+            async for change in changes:
+                kind, item = change.get("type"), change.get("object") or {}
+                name = (item.get("metadata") or {}).get("name", "")
+                if kind == "DELETED":
+                    self._early.pop(name, None)
+                elif kind in ("ADDED", "MODIFIED"):
+                    with contextlib.suppress(KeyError, ValueError):
+                        self._early[name] = slim(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            event(log, "botsession index: early watch ended", logging.DEBUG, error=str(exc))
 
     async def _list(self) -> str:
         fresh: dict[str, BotSessionRecord] = {}
