@@ -78,6 +78,7 @@ class Runtime:
             budget=settings.redis_budget,
             probe_interval=settings.store_probe_interval,
             keys=RedisKeys(settings.redis_key_prefix),
+            events_retention=settings.events_retention,
         )
         sql = SqlStore(
             create_engine(settings.database_url, settings.database_budget),

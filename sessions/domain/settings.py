@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         "dropped and counted (every transition stays in the history)",
     )
 
+    events_retention: Duration = Field(
+        timedelta(hours=24),
+        description="how long the session events (GET /v1/whatsapp/session-events, the "
+        "webhooks) are kept in Redis; a client resuming from an older event is told so",
+    )
+
     resync_interval: Duration = Field(
         timedelta(seconds=30),
         description="how often the operator checks that Redis has not lost its data (one GET; "
@@ -163,6 +169,7 @@ class Settings(BaseSettings):
         "first_phase_grace",
         "catch_up_after",
         "tombstone_ttl",
+        "events_retention",
         "redis_budget",
         "database_budget",
         "store_probe_interval",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sessions.adapters.redis.store import RedisStore
+from sessions.adapters.redis.store import RedisStore, removal_event, transition_events
 from sessions.adapters.sql.store import SqlStore
 from sessions.domain.logs import event
 from sessions.domain.model import (
@@ -105,7 +105,7 @@ async def _copy_to_redis(
     record: BotSessionRecord, state: SessionState, redis: RedisStore, ttl: timedelta
 ) -> None:
     if record.phase is not Phase.INACTIVE:
-        await redis.write(state, ttl)
+        await redis.write(state, ttl, record.recent)
         return
     # Redis keeps live sessions only: just replace an older live copy
     held = await redis.get(record.key)
@@ -113,7 +113,9 @@ async def _copy_to_redis(
         if record.reason is Reason.CLEARED:  # a clear removed the keys: keep them gone
             await redis.remove(record.key, record.version)
         else:
-            await redis.write(state, ttl)
+            await redis.write(state, ttl, record.recent)
+            return
+    await redis.emit(record.key, transition_events(record.recent))
 
 
 async def cleanup_deleted(
@@ -129,6 +131,8 @@ async def cleanup_deleted(
     pending = []
     try:
         await redis.remove(record.key, record.version)
+        removed = removal_event(record.version, record.phase, f"{ACTOR}:deleted", now)
+        await redis.emit(record.key, removed)
     except StoreUnavailable:
         pending.append("redis")
     ended = Version(record.incarnation, record.revision + 1)

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, TypeVar
 
-from sessions.adapters.redis.store import Heartbeat, RedisStore, SweptSession
+from sessions.adapters.redis.store import (
+    Heartbeat,
+    RedisStore,
+    SweptSession,
+    transition_events,
+)
 from sessions.adapters.sql.store import ClearAudit, SqlStore, SweepRun, user_fingerprint
 from sessions.domain.logs import event, log_fields
 from sessions.domain.model import (
@@ -167,8 +172,12 @@ class SessionService:
     ) -> tuple[bool, bool]:
         """Write Redis and the database; returns (redis_pending, database_pending)."""
         ttl = ttl_record.ttl(self.settings.session_ttl)
+        history = (*ttl_record.recent, *entries)  # a writer before may have missed some
         redis_pending = await pending_if_down(
-            self.redis.write(state, ttl), "redis", state.key, "the controller will heal it"
+            self.redis.write(state, ttl, history),
+            "redis",
+            state.key,
+            "the controller will heal it",
         )
         database_pending = await pending_if_down(
             self.sql.write(state, entries), "database", state.key, "the controller will backfill it"
@@ -428,12 +437,14 @@ class SessionService:
             elif outcome is DeleteOutcome.PENDING:
                 result.pending.append(f"session {key}")
         floor = None
+        ended: list[HistoryEntry] = []
         if flags.redis and not flags.session:
             ended = await self.make_inactive(key, Reason.CLEARED, actor)
             floor = ended[-1].version if ended else None
         if flags.redis:
             try:
                 result.redis_keys += await self.redis.remove(key, floor)
+                await self.redis.emit(key, transition_events(ended))
             except StoreUnavailable:
                 result.pending.append(f"redis {key}")
         if flags.database:
@@ -553,7 +564,7 @@ class SessionService:
         if record is not None:
             ttl = record.ttl(self.settings.session_ttl)
             await pending_if_down(
-                self.redis.write(record.state(self.settings.session_ttl), ttl),
+                self.redis.write(record.state(self.settings.session_ttl), ttl, record.recent),
                 "redis",
                 key,
                 "the operator's sync writes it",

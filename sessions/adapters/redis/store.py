@@ -24,6 +24,10 @@ session:* sees contract keys only:
   <prefix>api:alive                string: when an API replica last said it serves (ms)
   <prefix>heartbeat:hold-until     string: no heartbeat is taken for lost before this (ms),
                                    set after a time without any API replica
+  <prefix>events                   stream: the session events, one entry per transition or
+                                   removal (lua/_common.lua emit), kept events_retention
+  <prefix>emitted:<botId>:<userId> string "<incarnation>:<revision>": the newest version
+                                   emitted, so each event goes out once
   <prefix>sentinel                 string "intact:<token>" while Redis holds every session
                                    the operator restored or saw written; gone after a FLUSHALL
                                    or a failover to an empty replica ("healing:<token>" while
@@ -37,6 +41,7 @@ No method here scans the keyspace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -61,6 +66,7 @@ from sessions.adapters.guard import GuardObserver, StoreGuard
 from sessions.adapters.redis.batching import ReadBatcher
 from sessions.adapters.redis.lease import RedisLease
 from sessions.domain.model import (
+    HistoryEntry,
     Identity,
     Phase,
     Reason,
@@ -93,6 +99,7 @@ class RedisKeys:
         self.heartbeat_deadlines = f"{prefix}heartbeat-deadline"
         self.api_beacon = f"{prefix}api:alive"
         self.heartbeat_hold = f"{prefix}heartbeat:hold-until"
+        self.events = f"{prefix}events"
 
     # the contract's keys: fixed by the requirements, never prefixed
     @staticmethod
@@ -269,10 +276,12 @@ class RedisStore:
         probe_interval: timedelta = timedelta(seconds=1),
         observer: GuardObserver | None = None,
         keys: RedisKeys | None = None,
+        events_retention: timedelta = timedelta(hours=24),
     ) -> None:
         self.client = client
         self.keys = keys or RedisKeys()
         self.tombstone_ms = int(tombstone_ttl.total_seconds() * 1000)
+        self.events_ms = _millis(events_retention)
         self.guard = StoreGuard(
             "redis",
             budget.total_seconds(),
@@ -290,6 +299,7 @@ class RedisStore:
         self._settle = client.register_script(_load_script("sentinel", self.keys))
         self._heartbeat_lost = client.register_script(_load_script("heartbeat_lost", self.keys))
         self._api_beacon = client.register_script(_load_script("api_beacon", self.keys))
+        self._emit = client.register_script(_load_script("emit", self.keys))
 
     async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         """One operation within the store's time budget (sessions.adapters.guard)."""
@@ -306,9 +316,12 @@ class RedisStore:
             log.error("redis %s failed: %s", what, exc)
             raise StoreUnavailable("redis", f"{what}: {exc}") from exc
 
-    async def write(self, state: SessionState, ttl: timedelta) -> bool:
+    async def write(
+        self, state: SessionState, ttl: timedelta, history: Sequence[HistoryEntry] = ()
+    ) -> bool:
         """Write a state; False (ignored) when Redis holds a newer version, or a removal
-        took away this version or a newer one (the tombstone)."""
+        took away this version or a newer one (the tombstone). In the same step, the
+        session's events for `history` (its transitions, those not emitted yet)."""
         ident = state.identity
         args: list[str | int] = [
             member_of(state.key),
@@ -324,9 +337,38 @@ class RedisStore:
             seconds_text(ttl),
             state.incarnation,
             "" if state.heartbeat_timeout_seconds is None else state.heartbeat_timeout_seconds,
+            self.events_ms,
+            *transition_events(history),
         ]
         written, _stored = await self._call("write", lambda: self._write(args=args))
         return bool(written)
+
+    async def emit(self, key: SessionKey, events: Sequence[str | int]) -> int:
+        """Emit events (transition_events, removal_event) without writing the state;
+        returns how many were new."""
+        if not events:
+            return 0
+        args: list[str | int] = [member_of(key), self.events_ms, *events]
+        added: int = await self._call("emit", lambda: self._emit(args=args))
+        return added
+
+    async def events(self, after: str, count: int) -> list[SessionEvent]:
+        """Up to `count` events after the id `after` ("0": from the oldest kept), in order."""
+        rows = await self._call(
+            "events", lambda: self.client.xrange(self.keys.events, f"({after}", "+", count)
+        )
+        return [SessionEvent.of(entry_id, fields) for entry_id, fields in rows]
+
+    async def events_span(self) -> tuple[str | None, str | None]:
+        """The ids of the oldest and the newest event kept; None when there is none."""
+        first, last = await self._call(
+            "events_span",
+            lambda: asyncio.gather(
+                self.client.xrange(self.keys.events, "-", "+", 1),
+                self.client.xrevrange(self.keys.events, "+", "-", 1),
+            ),
+        )
+        return (first[0][0] if first else None), (last[0][0] if last else None)
 
     async def heartbeat(
         self,
@@ -556,6 +598,74 @@ def _state_from_hash(key: SessionKey, fields: dict[str, str]) -> SessionState | 
         incarnation=int(fields.get("incarnation") or 0),
         heartbeat_timeout_seconds=_int_or_none(fields.get("heartbeatTimeoutSeconds")),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """One entry of the session events: `id` orders all of them (the stream's id); the
+    session key, incarnation and revision identify it."""
+
+    id: str
+    type: str  # transition, removed
+    key: SessionKey
+    incarnation: int
+    revision: int
+    from_phase: str  # "" for the first phase
+    to_phase: str  # "" for a removal
+    reason: str
+    actor: str
+    at: str  # ISO 8601 UTC, as the contract's times
+
+    @classmethod
+    def of(cls, entry_id: str, fields: dict[str, str]) -> SessionEvent:
+        bot_id, _, user_id = fields["session"].partition(":")
+        return cls(
+            entry_id,
+            fields["type"],
+            SessionKey(bot_id, user_id),
+            int(fields["incarnation"]),
+            int(fields["revision"]),
+            fields["from"],
+            fields["to"],
+            fields["reason"],
+            fields["actor"],
+            fields["at"],
+        )
+
+
+def transition_events(history: Sequence[HistoryEntry]) -> list[str | int]:
+    """The emit arguments of transitions (lua/_common.lua emit), oldest first."""
+    args: list[str | int] = []
+    for entry in sorted(history, key=lambda e: e.version):
+        args += [
+            "transition",
+            entry.incarnation,
+            entry.revision,
+            entry.from_phase.value if entry.from_phase else "",
+            entry.to_phase.value,
+            entry.reason.value,
+            entry.actor,
+            to_millis(entry.at),
+        ]
+    return args
+
+
+def removal_event(
+    version: Version, phase: Phase | None, actor: str, at: datetime
+) -> list[str | int]:
+    """The emit arguments of a session's removal (its BotSession deleted): one version past
+    its last transition, as the database's ended row."""
+    phase_text = phase.value if phase else ""
+    return [
+        "removed",
+        version.incarnation,
+        version.revision + 1,
+        phase_text,
+        "",
+        "",
+        actor,
+        to_millis(at),
+    ]
 
 
 def _int_or_none(text: str | None) -> int | None:

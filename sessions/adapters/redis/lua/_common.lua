@@ -80,3 +80,41 @@ local function bury(member, inc, rev, ttl_ms)
   end
   redis.call('SET', tombstone_key(member), inc .. ':' .. rev, 'PX', ttl_ms)
 end
+
+-- The session events (docs/architecture.md, "Session events"): one stream entry per
+-- transition or removal, in version order. A marker per session holds the newest version
+-- emitted, so every writer may pass the session's recent transitions: each goes out once
+-- (while its marker lasts, keep_ms), and a writer that lost an emission is made good by the
+-- next one. The stream keeps keep_ms of entries (trimmed by their ids, Redis's clock).
+local EVENTS = PREFIX .. 'events'
+
+-- first: where the events start in ARGV, 8 fields each: type, incarnation, revision, from,
+-- to, reason, actor, at_ms; ascending versions. Returns how many were added.
+local function emit(member, first, keep_ms)
+  if first > #ARGV then return 0 end
+  local marker_key = PREFIX .. 'emitted:' .. member
+  local marker = redis.call('GET', marker_key)
+  local last_inc, last_rev
+  if marker then
+    local sep = string.find(marker, ':', 1, true)
+    last_inc, last_rev = string.sub(marker, 1, sep - 1), string.sub(marker, sep + 1)
+  end
+  local now = redis.call('TIME')
+  local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - keep_ms
+  local added = 0
+  for i = first, #ARGV, 8 do
+    local inc, rev = ARGV[i + 1], ARGV[i + 2]
+    if not last_inc or newer(inc, rev, last_inc, last_rev) then
+      redis.call('XADD', EVENTS, 'MINID', '~', math.max(oldest, 0), '*',
+        'type', ARGV[i], 'session', member, 'incarnation', inc, 'revision', rev,
+        'from', ARGV[i + 3], 'to', ARGV[i + 4], 'reason', ARGV[i + 5], 'actor', ARGV[i + 6],
+        'at', iso(tonumber(ARGV[i + 7])))
+      last_inc, last_rev = inc, rev
+      added = added + 1
+    end
+  end
+  if added > 0 then
+    redis.call('SET', marker_key, last_inc .. ':' .. last_rev, 'PX', keep_ms)
+  end
+  return added
+end

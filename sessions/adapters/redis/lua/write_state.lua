@@ -5,10 +5,13 @@
 -- A session that leaves `active` loses its heartbeat deadline (heartbeat.lua sets it again
 -- once it is active and heartbeats).
 -- ARGV: member, revision, status, reason, seen_ms, ttl_ms, created_ms, phone, name, session_id,
---       ttl_seconds (integer text), incarnation, heartbeat_timeout_seconds ('' : the default)
+--       ttl_seconds (integer text), incarnation, heartbeat_timeout_seconds ('' : the default),
+--       keep_ms, then the session's events (see emit in _common.lua): emitted whether the
+--       write is taken or not, each once
 -- returns {1, revision} when written, {0, revision} when ignored
 local member = ARGV[1]
 local revision, incarnation = ARGV[2], ARGV[12]
+emit(member, 15, tonumber(ARGV[14]))
 local hash, _, _, bot_index, user = keys_of(member)
 local stored = redis.call('HMGET', hash, 'incarnation', 'revision')
 local stored_inc, stored_rev = stored[1] or '0', stored[2]
