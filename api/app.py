@@ -16,6 +16,7 @@ from api import dashboard, errors, metrics
 from api.admission import WriteAdmission
 from api.auth import TokenRegistry
 from api.beacon import keep_saying_it_serves
+from api.events import EventFanout
 from api.health import Readiness
 from api.limits import RateLimiter
 from api.middleware import (
@@ -112,11 +113,15 @@ def create_app(
         # p99 of session-status under load (docs/benchmarks.md, "The REST API under load").
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        beacon = asyncio.create_task(keep_saying_it_serves(runtime), name="api beacon")
+        app.state.events = fanout = EventFanout(runtime.redis)
+        tasks = [
+            asyncio.create_task(keep_saying_it_serves(runtime), name="api beacon"),
+            asyncio.create_task(fanout.run(), name="session events"),
+        ]
         try:
             yield
         finally:
-            await stop(beacon)
+            await stop(*tasks)
             await runtime.close()
 
     app = FastAPI(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.admission import WriteAdmission
 from api.auth import ApiToken, Scope, require
 from api.errors import ApiProblem, error_body
+from api.events import EventFanout, EventFilter, EventsExpired, check_resumable, stream
 from api.health import Readiness
 from api.schemas import (
     SOURCE_HEADER,
@@ -30,7 +32,7 @@ from api.schemas import (
     errors,
 )
 from sessions.adapters.kubernetes.crd import ID_PATTERN
-from sessions.domain.model import Identity, Phase, SessionKey
+from sessions.domain.model import Identity, Phase, SessionKey, to_millis
 from sessions.runtime import Runtime
 from sessions.usecases.service import ClearFlags, SessionService
 
@@ -75,6 +77,25 @@ Service = Annotated[SessionService, Depends(service_of)]
 Admission = Annotated[WriteAdmission, Depends(admission_of)]
 Reader = Annotated[ApiToken, Depends(require(Scope.READ))]
 Reporter = Annotated[ApiToken, Depends(require(Scope.REPORT))]
+
+
+EVENT_EXAMPLE = (
+    "id: 1796166525300-0\nevent: transition\ndata: "
+    '{"id": "1796166525300-0", "type": "transition", "botId": "bot-1", "userId": "user-1", '
+    '"incarnation": 1796166525000, "revision": 2, "from": "connecting", "to": "active", '
+    '"reason": "Connected", "actor": "bot-runner", "at": "2026-12-01T23:00:00Z"}\n\n'
+)
+EVENT_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
+OptionalBotId = Annotated[
+    str | None,
+    Query(alias="botId", pattern=ID_PATTERN, max_length=128, description="only this bot's"),
+]
+OptionalUserId = Annotated[
+    str | None,
+    Query(
+        alias="userId", pattern=ID_PATTERN, max_length=128, description="with botId: one session"
+    ),
+]
 
 
 # --- the frontend's two endpoints ------------------------------------------------------
@@ -250,6 +271,57 @@ async def heartbeat(
     (report `connecting` first)."""
     beat = await service.heartbeat(SessionKey(bot_id, user_id))
     return HeartbeatResponse.of(beat)
+
+
+@router.get(
+    "/session-events",
+    tags=["frontend"],
+    summary="Every session change as it happens (Server-Sent Events), resumable",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"example": EVENT_EXAMPLE}},
+            "description": "`event: transition` or `event: removed`, `id:` to resume from, "
+            '`data:` one JSON object (docs/api.md, "Session events"); a comment every 15 s',
+        },
+        **errors(401, 403, 410, 422, 503),
+    },
+)
+async def session_events(
+    request: Request,
+    _token: Reader,
+    bot_id: OptionalBotId = None,
+    user_id: OptionalUserId = None,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", description="resume after this event")
+    ] = None,
+    last_event_id_query: Annotated[
+        str | None,
+        Query(alias="lastEventId", description="the same, for clients that cannot set headers"),
+    ] = None,
+) -> StreamingResponse:
+    if user_id is not None and bot_id is None:
+        raise ApiProblem(422, "invalid_input", "userId needs botId")
+    last = last_event_id or last_event_id_query
+    if last is not None and not EVENT_ID.fullmatch(last):
+        raise ApiProblem(422, "invalid_input", "Last-Event-ID must be an event id (<ms>-<n>)")
+    runtime: Runtime = request.app.state.runtime
+    fanout: EventFanout = request.app.state.events
+    if last is not None:
+        try:
+            await check_resumable(runtime.redis, last, to_millis(runtime.service.now()))
+        except EventsExpired:
+            raise ApiProblem(
+                410,
+                "events_expired",
+                "events after this id are no longer kept; read the sessions' status, then "
+                "reconnect without Last-Event-ID",
+            ) from None
+    return StreamingResponse(
+        stream(fanout, EventFilter(bot_id, user_id), last),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get(

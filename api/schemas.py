@@ -471,6 +471,14 @@ _ERROR_EXAMPLES: dict[int, tuple[str, dict[str, Any]]] = {
         "no such session",
         {"code": "session_not_found", "message": "no session for bot-1:user-1"},
     ),
+    410: (
+        "the events after Last-Event-ID are no longer kept",
+        {
+            "code": "events_expired",
+            "message": "events after this id are no longer kept; read the sessions' status, "
+            "then reconnect without Last-Event-ID",
+        },
+    ),
     409: (
         "refused transition (or an inactive session's heartbeat, or a lost compare-and-swap)",
         {

@@ -359,6 +359,30 @@ class RedisStore:
         )
         return [SessionEvent.of(entry_id, fields) for entry_id, fields in rows]
 
+    async def wait_for_events(self, after: str, block: timedelta, count: int) -> list[SessionEvent]:
+        """The events after `after`, waiting up to `block` for one to come (XREAD BLOCK, so
+        outside the store's time budget, bounded by block + budget instead)."""
+        wait = self.guard.budget + block.total_seconds()
+
+        async def op() -> Any:
+            async with asyncio.timeout(wait):
+                return await self.client.xread({self.keys.events: after}, count, _millis(block))
+
+        try:
+            reply = await self._mapped("wait_for_events", op)
+        except TimeoutError:
+            raise StoreUnavailable(
+                "redis", f"wait_for_events: no answer within {wait:g} s"
+            ) from None
+        rows = reply[0][1] if reply else []
+        return [SessionEvent.of(entry_id, fields) for entry_id, fields in rows]
+
+    async def event_kept(self, event_id: str) -> bool:
+        rows = await self._call(
+            "event_kept", lambda: self.client.xrange(self.keys.events, event_id, event_id, 1)
+        )
+        return bool(rows)
+
     async def events_span(self) -> tuple[str | None, str | None]:
         """The ids of the oldest and the newest event kept; None when there is none."""
         first, last = await self._call(

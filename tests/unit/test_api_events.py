@@ -1,0 +1,78 @@
+"""The SSE stream's own rules (api.events): filters, a bounded queue per client that cuts a
+slow one off, keep-alive comments. Redis and the live server are in
+tests/integration/test_api_events.py."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from api import events
+from api.events import EventFanout, EventFilter, newer, stream
+from sessions.adapters.redis.store import SessionEvent
+from sessions.domain.model import SessionKey
+
+pytestmark = pytest.mark.unit
+
+
+def item(n: int, bot: str = "bot-1", user: str = "u1") -> SessionEvent:
+    return SessionEvent(
+        f"1700000000000-{n}",
+        "transition",
+        SessionKey(bot, user),
+        1,
+        n,
+        "",
+        "connecting",
+        "Created",
+        "api",
+        "2031-05-17T10:00:00Z",
+    )
+
+
+def fanout() -> EventFanout:
+    return EventFanout(cast(Any, None))  # no Redis: these streams start live
+
+
+def test_ids_compare_as_numbers() -> None:
+    assert newer("10-0", "9-5") and newer("9-10", "9-9") and not newer("9-9", "9-9")
+
+
+def test_a_filter_keeps_a_bot_or_one_session() -> None:
+    assert EventFilter("bot-1")(item(1)) and not EventFilter("bot-2")(item(1))
+    assert EventFilter("bot-1", "u1")(item(1)) and not EventFilter("bot-1", "u2")(item(1))
+    assert EventFilter()(item(1, bot="any"))
+
+
+async def test_a_client_too_slow_to_keep_up_is_cut_off_not_buffered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events, "QUEUE", 3)
+    hub = fanout()
+    frames = stream(hub, EventFilter(), None)
+    assert await anext(frames) == f"retry: {events.RETRY_MS}\n\n"
+    (subscriber,) = hub.subscribers
+    for n in range(10):  # the client reads nothing meanwhile
+        subscriber.offer(item(n))
+    assert subscriber.queue.qsize() == 3 and subscriber.overflowed.is_set()
+    rest = [frame async for frame in frames]
+    assert rest == [": too slow; reconnect with Last-Event-ID\n\n"]
+    assert hub.subscribers == set()
+
+
+async def test_a_quiet_stream_gets_keep_alive_comments_then_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events, "KEEP_ALIVE", 0.05)
+    hub = fanout()
+    frames = stream(hub, EventFilter("bot-1"), None)
+    await anext(frames)
+    assert await anext(frames) == ": keep-alive\n\n"
+    (subscriber,) = hub.subscribers
+    subscriber.offer(item(1, bot="bot-2"))  # not this client's
+    subscriber.offer(item(2))
+    frame = await anext(frames)
+    assert frame.startswith("id: 1700000000000-2\nevent: transition\ndata: {")
+    await frames.aclose()
+    assert hub.subscribers == set()
