@@ -486,12 +486,14 @@ async def create_in_step(bench: Bench, key: SessionKey, requests: list[int]) -> 
 
 async def write_stores(bench: Bench, created: Sequence[Created]) -> None:
     """Redis (RedisStore.write, REDIS_BATCH at once) and the database (SqlStore.write with the
-    history rows, SQL_CONCURRENCY at once), as the API writes them after a report."""
+    history rows, SQL_CONCURRENCY at once), as the API writes them after a report. They are
+    in step: what the operator's sync would have forgotten in Redis's sync-wanted set is."""
     store, sql = bench.stores.redis, bench.service.sql
     ttl = bench.service.settings.session_ttl
     for start in range(0, len(created), REDIS_BATCH):
         batch = created[start : start + REDIS_BATCH]
         await asyncio.gather(*(store.write(state, ttl) for state, _ in batch))
+        await store.client.hdel(store.keys.sync_wanted, *(member_of(s.key) for s, _ in batch))
 
     async def row(item: Created) -> None:
         await sql.write(*item)

@@ -11,9 +11,10 @@ again from the API server first. kopf reaches them later and finds them in step.
 paths are safe together: every write is guarded by the revision it was made for.
 
 While the index is still being filled (its first LIST of 100,000 BotSessions takes over
-20 s, and kopf starts only after it), the catch-up syncs what changed since the fill began
-(BotSessionIndex.early_unsynced) on the active kopf peer, so a BotSession created during a
-restart is synced within seconds whatever the number of BotSessions."""
+20 s, and kopf starts only after it), the catch-up syncs, on the active kopf peer, what
+changed since the fill began (BotSessionIndex.early_unsynced) and what was written while
+no operator synced it (Redis's sync-wanted set, each BotSession read first), so a
+BotSession created during a restart is synced within seconds whatever their number."""
 
 from __future__ import annotations
 
@@ -57,15 +58,32 @@ class CatchUp:
         self.retry_at: dict[str, float] = {}  # uid -> loop time; those that stayed behind
         self.failures: dict[str, int] = {}  # uid -> syncs that failed in a row
 
-    def due(self) -> list[BotSessionRecord]:
+    async def candidates(self) -> list[BotSessionRecord]:
+        """The index's unsynced BotSessions; before it is filled, the early ones and those
+        Redis says were written but not synced (read from the API server; the ones found in
+        step or gone are forgotten there)."""
+        if self.index.filled.is_set():
+            return self.index.unsynced()
+        found = {record.uid: record for record in self.index.early_unsynced()}
+        redis, botsessions = self.runtime.redis, self.runtime.botsessions
+        for key in await redis.sync_wanted(BATCH):
+            record = await botsessions.get(key)
+            if record is None:
+                await redis.sync_done(key, None)
+            elif record.waiting_since is None:
+                await redis.sync_done(key, record.version)
+            else:
+                found.setdefault(record.uid, record)
+        return list(found.values())
+
+    def due(self, records: list[BotSessionRecord] | None = None) -> list[BotSessionRecord]:
         """The BotSessions waiting longer than catch_up_after, newest change first: kopf
         works through its queue from the oldest end, so the two meet rather than collide on
         the same objects (and a BotSession created during a restart's resume is first)."""
         settings, now = self.runtime.settings, self.runtime.service.clock()
         clock = asyncio.get_running_loop().time()
         waiting, still_behind = [], {}
-        filled = self.index.filled.is_set()
-        for record in self.index.unsynced() if filled else self.index.early_unsynced():
+        for record in self.index.unsynced() if records is None else records:
             since = record.waiting_since
             if since is None or now - since < settings.catch_up_after:
                 continue
@@ -87,7 +105,7 @@ class CatchUp:
         tried again after a backoff (up to RETRY_AFTER), so one that always fails holds up no
         other; a store that is down ends the step (the next ones would wait for it too)."""
         synced = 0
-        for candidate in self.due():
+        for candidate in self.due(await self.candidates()):
             try:
                 done = await self.sync(candidate)
             except (asyncio.CancelledError, StoreUnavailable):
@@ -124,7 +142,7 @@ class CatchUp:
     async def may_act(self) -> bool:
         if self.index.filled.is_set():
             return self.leading()
-        if self.active_peer is None or not self.index.early_unsynced():
+        if self.active_peer is None:
             return False
         return bool(await guarded("catch-up", self.active_peer))
 

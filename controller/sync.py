@@ -3,6 +3,7 @@ catch-up alike (plain functions, no kopf)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from typing import Any
 
@@ -11,7 +12,7 @@ from aiolimiter import AsyncLimiter
 from controller import metrics
 from sessions.adapters.kubernetes.client import KubeClient
 from sessions.adapters.kubernetes.events import announce_transition, event_name
-from sessions.domain.model import HistoryEntry, utcnow
+from sessions.domain.model import HistoryEntry, StoreUnavailable, utcnow
 from sessions.domain.records import BotSessionRecord
 from sessions.runtime import Runtime
 from sessions.usecases.reconcile import SyncOutcome, conditions, reconcile
@@ -86,4 +87,7 @@ async def sync_and_mark(
     if not await runtime.botsessions.set_sync_status(outcome.record, status):
         metrics.STALE_SYNCS.inc()
         return None
+    if outcome.synced:
+        with contextlib.suppress(StoreUnavailable):  # a restart's early catch-up looks again
+            await runtime.redis.sync_done(outcome.record.key, outcome.record.version)
     return outcome

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -1249,20 +1249,13 @@ async def test_each_clear_flag_end_to_end(
 # --- schemathesis over the served schema, on a real uvicorn ----------------------------
 
 
-@pytest.fixture
-def live_api(
-    controlplane: ControlPlane, namespace: str, redis_server: RedisServer, tmp_path: Path
-) -> Iterator[str]:
-    settings = session_settings(
-        namespace,
-        redis_server.url,
-        f"sqlite+aiosqlite:///{tmp_path / 'live.sqlite3'}",
-        clear_wait="2s",
-    )
+@contextmanager
+def serving(kubeconfig: Path, settings: Settings) -> Iterator[str]:
+    """The app on a real uvicorn (on a thread of its own) until the block ends; its URL."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            make_app(controlplane.kubeconfig, settings),
+            make_app(kubeconfig, settings),
             host="127.0.0.1",
             port=port,
             log_config=None,
@@ -1281,6 +1274,20 @@ def live_api(
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+@pytest.fixture
+def live_api(
+    controlplane: ControlPlane, namespace: str, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[str]:
+    settings = session_settings(
+        namespace,
+        redis_server.url,
+        f"sqlite+aiosqlite:///{tmp_path / 'live.sqlite3'}",
+        clear_wait="2s",
+    )
+    with serving(controlplane.kubeconfig, settings) as url:
+        yield url
 
 
 def test_schemathesis_finds_no_server_errors(live_api: str) -> None:

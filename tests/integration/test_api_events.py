@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -15,13 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from devstack.controlplane import ControlPlane
-from devstack.process import free_port
 from devstack.redis_server import RedisServer
 from sessions.adapters.redis.store import RedisStore, connect
-from tests.integration.test_api import BOT, V1, auth, make_app, session_settings
+from tests.integration.test_api import BOT, V1, auth, session_settings
+from tests.integration.test_api import serving as serving_app
 
 pytestmark = pytest.mark.integration
 
@@ -30,30 +27,10 @@ pytestmark = pytest.mark.integration
 def serving(
     controlplane: ControlPlane, namespace: str, redis_url: str, database: Path
 ) -> Iterator[str]:
-    """One API process (uvicorn on a thread) until the block ends."""
+    """One API process until the block ends."""
     settings = session_settings(namespace, redis_url, f"sqlite+aiosqlite:///{database}")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(controlplane.kubeconfig, settings),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serving_app(controlplane.kubeconfig, settings) as url:
+        yield url
 
 
 @pytest.fixture

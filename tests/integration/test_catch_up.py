@@ -13,13 +13,14 @@ import pytest
 
 from controller import metrics
 from controller.catch_up import CatchUp
-from controller.sync import Announcer
+from controller.sync import Announcer, sync_and_mark
 from sessions.adapters.kubernetes.botsessions import KubeBotSessions
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.adapters.tasks import stop
 from sessions.domain.model import Phase, Reason, ReportedState, SessionKey
 from sessions.domain.records import BotSessionRecord
 from sessions.runtime import Runtime
+from sessions.usecases.service import ClearFlags
 from tests.conftest import eventually
 from tests.integration.operator_stack import IDENTITY, Stack, events, with_ttl
 
@@ -206,3 +207,45 @@ async def test_what_changes_while_the_index_fills_is_synced_before_it_is_filled(
 
 async def async_value(value: Any) -> Any:
     return value
+
+
+async def test_what_was_written_while_no_operator_ran_is_synced_before_the_index_fills(
+    stack: Stack,
+) -> None:
+    """Reported before the operator's watch began (the operator was down, or starting):
+    Redis's sync-wanted set names it, and the catch-up reads it from the API server."""
+    service = with_ttl(stack, catch_up_after="10ms")
+    key = SessionKey("bot-restart", "while-down")
+    await service.report(key, ReportedState.CONNECTED, identity=IDENTITY)
+    in_step = SessionKey("bot-restart", "in-step")
+    await service.report(in_step, ReportedState.CONNECTING, identity=IDENTITY)
+    gone = SessionKey("bot-restart", "gone")
+    await service.report(gone, ReportedState.CONNECTING, identity=IDENTITY)
+    await service.clear(gone.bot_id, gone.user_id, ClearFlags(True, False, False), "admin")
+    assert len(await stack.redis.sync_wanted(50)) == 3
+
+    kube = stack.botsessions.objects.client
+    index = SlowFirstList(kube, stack.namespace)
+    runtime = Runtime(
+        service.settings, stack.redis, stack.sql, kube, stack.botsessions, service, index
+    )
+    announcer = announcer_of(runtime)
+    record = await stack.botsessions.get(in_step)
+    assert record is not None
+    await sync_and_mark(runtime, announcer, record, record.generation, None)  # kopf did
+    task = asyncio.create_task(index.run())
+    try:
+
+        async def active() -> bool:
+            return True
+
+        catch_up = CatchUp(runtime, announcer, index, lambda: False, active)
+        assert await catch_up.may_act()
+        assert await catch_up.step() == 1
+        assert not index.filled.is_set()
+        synced = await stack.botsessions.get(key)
+        assert synced is not None and synced.synced_revision == synced.revision == 2
+        assert await stack.redis.sync_wanted(50) == []  # each forgotten, or synced
+    finally:
+        index.go.set()
+        await stop(task)

@@ -372,3 +372,20 @@ async def test_a_loop_of_redis_calls_always_stops(redis_store: RedisStore) -> No
         task = asyncio.create_task(loop())
         await asyncio.sleep(trial % 6 * 0.0001)
         await asyncio.wait_for(stop(task), timeout=2)
+
+
+async def test_a_new_version_wants_a_sync_until_the_operator_marks_it(
+    redis_store: RedisStore,
+) -> None:
+    key = SessionKey("bot-1", "user-1")
+    await redis_store.write(make_state(revision=1, last_seen=T0), TTL)
+    await redis_store.write(make_state(revision=1, last_seen=T0), TTL)  # the same: nothing new
+    assert await redis_store.sync_wanted(10) == [key]
+    await redis_store.write(make_state(revision=2, last_seen=T0), TTL)
+    await redis_store.sync_done(key, Version(0, 1))  # an older sync: 2 still wants one
+    assert await redis_store.sync_wanted(10) == [key]
+    await redis_store.sync_done(key, Version(0, 2))
+    assert await redis_store.sync_wanted(10) == []
+    await redis_store.write(make_state(revision=3, last_seen=T0), TTL)
+    await redis_store.sync_done(key, None)  # its BotSession is gone
+    assert await redis_store.sync_wanted(10) == []

@@ -24,6 +24,8 @@ session:* sees contract keys only:
   <prefix>api:alive                string: when an API replica last said it serves (ms)
   <prefix>heartbeat:hold-until     string: no heartbeat is taken for lost before this (ms),
                                    set after a time without any API replica
+  <prefix>sync-wanted              hash: <botId>:<userId> -> "<incarnation>:<revision>",
+                                   written here and not yet synced by the operator
   <prefix>events                   stream: the session events, one entry per transition or
                                    removal (lua/_common.lua emit), kept events_retention
   <prefix>emitted:<botId>:<userId> string "<incarnation>:<revision>": the newest version
@@ -100,6 +102,7 @@ class RedisKeys:
         self.api_beacon = f"{prefix}api:alive"
         self.heartbeat_hold = f"{prefix}heartbeat:hold-until"
         self.events = f"{prefix}events"
+        self.sync_wanted = f"{prefix}sync-wanted"
 
     # the contract's keys: fixed by the requirements, never prefixed
     @staticmethod
@@ -300,6 +303,7 @@ class RedisStore:
         self._heartbeat_lost = client.register_script(_load_script("heartbeat_lost", self.keys))
         self._api_beacon = client.register_script(_load_script("api_beacon", self.keys))
         self._emit = client.register_script(_load_script("emit", self.keys))
+        self._sync_done = client.register_script(_load_script("sync_done", self.keys))
 
     async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         """One operation within the store's time budget (sessions.adapters.guard)."""
@@ -342,6 +346,21 @@ class RedisStore:
         ]
         written, _stored = await self._call("write", lambda: self._write(args=args))
         return bool(written)
+
+    async def sync_wanted(self, limit: int) -> list[SessionKey]:
+        """Some sessions written at a version the operator has not marked synced (one HSCAN
+        page of about `limit`)."""
+        _, found = await self._call(
+            "sync_wanted", lambda: self.client.hscan(self.keys.sync_wanted, 0, count=limit)
+        )
+        return [key_of_member(member) for member in found]
+
+    async def sync_done(self, key: SessionKey, version: Version | None) -> None:
+        """The operator synced `key` up to `version` (None: forget it whatever it was)."""
+        args: list[str | int] = [member_of(key), "", ""]
+        if version is not None:
+            args[1:] = [version.incarnation, version.revision]
+        await self._call("sync_done", lambda: self._sync_done(args=args))
 
     async def emit(self, key: SessionKey, events: Sequence[str | int]) -> int:
         """Emit events (transition_events, removal_event) without writing the state;

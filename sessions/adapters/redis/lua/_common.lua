@@ -30,6 +30,8 @@ local INDEX = PREFIX .. 'expiry'
 local UNSYNCED = PREFIX .. 'unsynced'
 -- member -> when its heartbeat is lost (ms): active sessions that heartbeat, and only those
 local DEADLINES = PREFIX .. 'heartbeat-deadline'
+-- member -> "<incarnation>:<revision>": written here, not yet marked synced by the operator
+local WANTED = PREFIX .. 'sync-wanted'
 
 local function keys_of(member)
   local sep = string.find(member, ':', 1, true)

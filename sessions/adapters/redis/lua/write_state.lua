@@ -2,6 +2,8 @@
 -- stored version, or not newer than what a removal took away (the tombstone), is ignored.
 -- A new incarnation replaces the hash whole. lastSeen never moves backwards within an
 -- incarnation (a heartbeat may be newer than the writer's copy).
+-- A new version is also noted as wanting the operator's sync (sync_done.lua forgets it), so an
+-- operator that restarts finds what changed while it was away without its full LIST.
 -- A session that leaves `active` loses its heartbeat deadline (heartbeat.lua sets it again
 -- once it is active and heartbeats).
 -- ARGV: member, revision, status, reason, seen_ms, ttl_ms, created_ms, phone, name, session_id,
@@ -43,5 +45,8 @@ if ARGV[3] ~= 'active' then
   redis.call('ZREM', DEADLINES, member)
 end
 redis.call('HSETNX', hash, 'createdAt', iso(tonumber(ARGV[7])))
+if not stored_rev or newer(incarnation, revision, stored_inc, stored_rev) then
+  redis.call('HSET', WANTED, member, incarnation .. ':' .. revision)
+end
 touch(member, ARGV[3], seen_ms, tonumber(ARGV[6]))
 return {1, tonumber(revision)}
