@@ -232,6 +232,11 @@ class TokenRegistry:
         self.tokens = tokens
         event(log, "token file reloaded", tokens=len(tokens))
 
+    def named(self, name: str) -> ApiToken | None:
+        """The token configured under `name` now (a stream ticket's issuer), or None."""
+        self._maybe_reload()
+        return next((token for token in self.tokens if token.name == name), None)
+
     def authenticate(self, presented: str) -> ApiToken | None:
         """The token presented, or None. Every configured token is compared (in constant
         time, on digests), so timing does not tell which one nearly matched."""
@@ -298,18 +303,23 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiToken]]:
                 UNAUTHORIZED_HEADERS,
             )
         registry: TokenRegistry = request.app.state.tokens
-        token = registry.authenticate(presented)
-        if token is None:
-            raise ApiProblem(401, "unauthorized", "invalid token", UNAUTHORIZED_HEADERS)
-        request.state.actor = token.name
-        if not token.allows(scope):
-            raise ApiProblem(
-                403,
-                "forbidden",
-                f"token {token.name!r} lacks the {scope.value} scope",
-                required=scope.value,
-            )
-        admit(request.app.state, token)
-        return token
+        return authorize(request, registry.authenticate(presented), scope)
 
     return dependency
+
+
+def authorize(request: Request, token: ApiToken | None, scope: Scope) -> ApiToken:
+    """The request's token, which must exist and allow `scope` (401/403 otherwise); it
+    becomes the request's actor and takes one request from its bucket."""
+    if token is None:
+        raise ApiProblem(401, "unauthorized", "invalid token", UNAUTHORIZED_HEADERS)
+    request.state.actor = token.name
+    if not token.allows(scope):
+        raise ApiProblem(
+            403,
+            "forbidden",
+            f"token {token.name!r} lacks the {scope.value} scope",
+            required=scope.value,
+        )
+    admit(request.app.state, token)
+    return token

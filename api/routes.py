@@ -6,11 +6,21 @@ import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, Security
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from api.admission import WriteAdmission
-from api.auth import ApiToken, Scope, require
+from api.auth import (
+    UNAUTHORIZED_HEADERS,
+    ApiToken,
+    Scope,
+    TokenRegistry,
+    authorize,
+    bearer,
+    bearer_token,
+    require,
+)
 from api.errors import ApiProblem, error_body
 from api.events import EventFanout, EventFilter, EventsExpired, check_resumable, stream
 from api.health import Readiness
@@ -28,11 +38,13 @@ from api.schemas import (
     SessionDetail,
     SessionList,
     StatusResponse,
+    TicketResponse,
     TransitionOut,
     errors,
 )
+from api.tickets import issue, redeem
 from sessions.adapters.kubernetes.crd import ID_PATTERN
-from sessions.domain.model import Identity, Phase, SessionKey, to_millis
+from sessions.domain.model import Identity, Phase, SessionKey, format_time, to_millis
 from sessions.runtime import Runtime
 from sessions.usecases.service import ClearFlags, SessionService
 
@@ -273,6 +285,47 @@ async def heartbeat(
     return HeartbeatResponse.of(beat)
 
 
+async def event_reader(
+    request: Request,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ticket: Annotated[
+        str | None,
+        Query(description="a stream ticket (POST .../session-events/tickets), for EventSource"),
+    ] = None,
+) -> ApiToken:
+    """A token with the read scope, from the Authorization header or a stream ticket."""
+    registry: TokenRegistry = request.app.state.tokens
+    presented = bearer_token(request.headers.get("authorization"))
+    if presented is not None:
+        return authorize(request, registry.authenticate(presented), Scope.READ)
+    if ticket is None:
+        raise ApiProblem(
+            401,
+            "unauthorized",
+            "missing bearer token (Authorization: Bearer <token>) or ?ticket=",
+            UNAUTHORIZED_HEADERS,
+        )
+    runtime: Runtime = request.app.state.runtime
+    token = await redeem(runtime.redis, registry, ticket)
+    if token is None:
+        raise ApiProblem(401, "unauthorized", "invalid or expired ticket", UNAUTHORIZED_HEADERS)
+    return authorize(request, token, Scope.READ)
+
+
+@router.post(
+    "/session-events/tickets",
+    tags=["frontend"],
+    summary="A ticket to open the event stream from a browser's EventSource",
+    status_code=201,
+    response_model=TicketResponse,
+    responses={201: {"description": "the ticket"}, **errors(401, 403, 503)},
+)
+async def event_ticket(request: Request, token: Reader, service: Service) -> TicketResponse:
+    runtime: Runtime = request.app.state.runtime
+    ticket, expires = await issue(runtime.redis, token, service.now())
+    return TicketResponse(ticket=ticket, expiresAt=format_time(expires))
+
+
 @router.get(
     "/session-events",
     tags=["frontend"],
@@ -289,7 +342,7 @@ async def heartbeat(
 )
 async def session_events(
     request: Request,
-    _token: Reader,
+    _token: Annotated[ApiToken, Depends(event_reader)],
     bot_id: OptionalBotId = None,
     user_id: OptionalUserId = None,
     last_event_id: Annotated[

@@ -283,6 +283,27 @@ class ReportResponse(BaseModel):
     databasePending: bool = Field(description="the database was down: backfilled later")
 
 
+class TicketResponse(BaseModel):
+    """A stream ticket: open GET /v1/whatsapp/session-events?ticket=<ticket> with it (an
+    EventSource cannot send the Authorization header). Reusable until expiresAt."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "ticket": "q3Jv0b7k0m8Yc9m2Jx1t7f6Qm0g5y3kz2w8r1u4s6e0",
+                    "expiresAt": EXAMPLE_EXPIRES,
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    ticket: str
+    expiresAt: Time
+
+
 class HeartbeatResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={

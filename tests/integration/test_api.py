@@ -1151,6 +1151,7 @@ async def test_openapi_and_docs_are_served(api: Api) -> None:
         f"{V1}/sessions/{{botId}}",
         f"{V1}/sessions/{{botId}}/{{userId}}",
         f"{V1}/session-events",
+        f"{V1}/session-events/tickets",
         f"{V1}/analytics",
         "/metrics",
         "/healthz",
@@ -1313,7 +1314,7 @@ def test_schemathesis_finds_no_server_errors(live_api: str) -> None:
     # an event stream answers for as long as the client listens: its errors and frames are
     # checked in test_api_events
     operations = [op for op in operations if op.path != f"{V1}/session-events"]
-    assert len(operations) == 10
+    assert len(operations) == 11
     seen: dict[str, set[int]] = {}
 
     def fuzz(operation: Any, mode: GenerationMode) -> None:
@@ -1343,7 +1344,7 @@ def test_schemathesis_finds_no_server_errors(live_api: str) -> None:
         fuzz(operation, GenerationMode.POSITIVE)
         if operation.path not in ("/healthz", "/readyz", "/metrics"):  # nothing to make invalid
             fuzz(operation, GenerationMode.NEGATIVE)
-    assert len(seen) == 10
+    assert len(seen) == 11
 
 
 # --- the real process: `python -m api` -------------------------------------------------

@@ -164,3 +164,31 @@ async def test_the_errors(
             gone = await client.get(url, headers={**auth("reader"), "Last-Event-ID": "1-0"})
             assert gone.status_code == 410
             assert gone.json()["error"]["code"] == "events_expired"
+
+
+async def test_a_ticket_opens_the_stream_without_the_header(
+    controlplane: ControlPlane, namespace: str, fresh_redis: RedisServer, tmp_path: Path
+) -> None:
+    """What a browser's EventSource does (it cannot send Authorization): trade the token
+    for a ticket, then open the stream with ?ticket=."""
+    with serving(controlplane, namespace, fresh_redis.url, tmp_path / "db.sqlite3") as base:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            issued = await client.post(f"{V1}/session-events/tickets", headers=auth("reader"))
+            assert issued.status_code == 201, issued.text
+            ticket = issued.json()["ticket"]
+            assert issued.json()["expiresAt"].endswith("Z")
+            refused = await client.post(f"{V1}/session-events/tickets", headers=auth("reporter"))
+            assert refused.status_code == 403
+            for wrong in ("x" * 43, "short"):
+                bad = await client.get(f"{V1}/session-events", params={"ticket": wrong})
+                assert bad.status_code == 401
+                assert bad.json()["error"]["code"] == "unauthorized"
+            async with client.stream(
+                "GET", f"{V1}/session-events", params={"ticket": ticket, "botId": BOT}
+            ) as response:
+                assert response.status_code == 200
+                frames = Frames(response)
+                await asyncio.sleep(0.5)
+                await report(base, "u4", "connecting")
+                kind, _, data = await frames.next_event()
+    assert (kind, data["userId"], data["to"]) == ("transition", "u4", "connecting")

@@ -151,3 +151,41 @@ async def test_a_wrong_token_shows_an_error(api: ApiProcess, browser: Browser) -
     await expect(page.locator("#error")).to_contain_text("refused", timeout=15_000)
     await expect(page.locator("#login")).to_be_visible()
     assert await page.evaluate("sessionStorage.getItem('botsession-token')") is None
+
+
+async def test_an_eventsource_in_chromium_gets_every_change_live(
+    api: ApiProcess, browser: Browser
+) -> None:
+    """Issue 21: a page of the API's origin trades its token for a stream ticket and opens
+    GET /v1/whatsapp/session-events with a real EventSource."""
+    page = await browser.new_page()
+    await page.goto(f"{api.url}/dashboard")
+    await page.evaluate(
+        """async (token) => {
+            const issued = await fetch("/v1/whatsapp/session-events/tickets", {
+                method: "POST", headers: {Authorization: "Bearer " + token}});
+            const {ticket} = await issued.json();
+            window.received = [];
+            const source = new EventSource(
+                "/v1/whatsapp/session-events?botId=es-bot&ticket=" + encodeURIComponent(ticket));
+            source.addEventListener("transition", (e) => window.received.push(
+                {id: e.lastEventId, ...JSON.parse(e.data)}));
+            await new Promise((resolve, reject) => {
+                source.onopen = resolve;
+                source.onerror = () => reject(new Error("the stream did not open"));
+            });
+        }""",
+        TOKEN,
+    )
+    await page.wait_for_timeout(500)  # the API's reader has the stream's end
+    report(api, "es-bot", "u1", "connected")
+    report(api, "other-bot", "u1", "connected")  # not this page's
+    report(api, "es-bot", "u1", "disconnected")
+    await page.wait_for_function("window.received.length >= 3", timeout=15_000)
+    received = await page.evaluate("window.received")
+    assert [(e["userId"], e["revision"], e["to"]) for e in received] == [
+        ("u1", 1, "connecting"),
+        ("u1", 2, "active"),
+        ("u1", 3, "inactive"),
+    ]
+    assert all(e["botId"] == "es-bot" and e["id"] for e in received)

@@ -26,6 +26,7 @@ session:* sees contract keys only:
                                    set after a time without any API replica
   <prefix>sync-wanted              hash: <botId>:<userId> -> "<incarnation>:<revision>",
                                    written here and not yet synced by the operator
+  <prefix>ticket:<sha256>          string: the token name a stream ticket stands for
   <prefix>events                   stream: the session events, one entry per transition or
                                    removal (lua/_common.lua emit), kept events_retention
   <prefix>emitted:<botId>:<userId> string "<incarnation>:<revision>": the newest version
@@ -346,6 +347,15 @@ class RedisStore:
         ]
         written, _stored = await self._call("write", lambda: self._write(args=args))
         return bool(written)
+
+    async def put_ticket(self, digest: str, holder: str, ttl: timedelta) -> None:
+        key = f"{self.keys.prefix}ticket:{digest}"
+        await self._call("put_ticket", lambda: self.client.set(key, holder, px=_millis(ttl)))
+
+    async def ticket_holder(self, digest: str) -> str | None:
+        key = f"{self.keys.prefix}ticket:{digest}"
+        holder: str | None = await self._call("ticket", lambda: self.client.get(key))
+        return holder
 
     async def sync_wanted(self, limit: int) -> list[SessionKey]:
         """Some sessions written at a version the operator has not marked synced (one HSCAN
