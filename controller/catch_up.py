@@ -19,6 +19,7 @@ BotSession created during a restart is synced within seconds whatever their numb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -27,7 +28,7 @@ from controller.steps import guarded
 from controller.sync import Announcer, sync_and_mark
 from sessions.adapters.kubernetes.informer import BotSessionIndex
 from sessions.domain.logs import event
-from sessions.domain.model import StoreUnavailable
+from sessions.domain.model import SessionKey, StoreUnavailable
 from sessions.domain.records import BotSessionRecord
 from sessions.runtime import Runtime
 from sessions.usecases.reconcile import first_phase_awaited
@@ -66,7 +67,10 @@ class CatchUp:
             return self.index.unsynced()
         found = {record.uid: record for record in self.index.early_unsynced()}
         redis, botsessions = self.runtime.redis, self.runtime.botsessions
-        for key in await redis.sync_wanted(BATCH):
+        wanted: list[SessionKey] = []
+        with contextlib.suppress(StoreUnavailable):  # the early watch's ones go on without it
+            wanted = await redis.sync_wanted(BATCH)
+        for key in wanted:
             record = await botsessions.get(key)
             if record is None:
                 await redis.sync_done(key, None)

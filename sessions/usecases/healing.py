@@ -75,7 +75,7 @@ async def restore_redis(
             if state is None or state.version < record.version
         ]
         for current in await still_live(botsessions, behind):
-            await redis.write(current.state(ttl), current.ttl(ttl))
+            await redis.write(current.state(ttl), current.ttl(ttl), restore=True)
             restored += 1
     return restored
 

@@ -105,7 +105,7 @@ async def _copy_to_redis(
     record: BotSessionRecord, state: SessionState, redis: RedisStore, ttl: timedelta
 ) -> None:
     if record.phase is not Phase.INACTIVE:
-        await redis.write(state, ttl, record.recent)
+        await redis.write(state, ttl, record.recent, restore=True)
         return
     # Redis keeps live sessions only: just replace an older live copy
     held = await redis.get(record.key)
@@ -113,7 +113,7 @@ async def _copy_to_redis(
         if record.reason is Reason.CLEARED:  # a clear removed the keys: keep them gone
             await redis.remove(record.key, record.version)
         else:
-            await redis.write(state, ttl, record.recent)
+            await redis.write(state, ttl, record.recent, restore=True)
             return
     await redis.emit(record.key, transition_events(record.recent))
 

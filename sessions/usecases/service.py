@@ -241,7 +241,7 @@ class SessionService:
                 record.key, state.last_seen, self.settings.heartbeat_timeout, arm=False
             )
             if beat is None:
-                await self.redis.write(state, record.ttl(self.settings.session_ttl))
+                await self.redis.write(state, record.ttl(self.settings.session_ttl), restore=True)
         except StoreUnavailable:
             redis_pending = True
         return ReportResult(state, [], created, redis_pending=redis_pending)
@@ -266,7 +266,7 @@ class SessionService:
         if record.phase is Phase.INACTIVE:
             raise SessionInactive(f"session {key} is inactive; report connecting first")
         state = record.state(self.settings.session_ttl, now)
-        if await self.redis.write(state, record.ttl(self.settings.session_ttl)):
+        if await self.redis.write(state, record.ttl(self.settings.session_ttl), restore=True):
             return Heartbeat(state.phase, state.last_seen, state.expires_at, state.revision)
         beat = await self.redis.heartbeat(key, now, timeout)  # a newer write or a removal won
         if beat is None or beat.phase is Phase.INACTIVE:
@@ -535,7 +535,7 @@ class SessionService:
             record = moved_on[-1]
             state = record.state(self.settings.session_ttl)
             await pending_if_down(
-                self.redis.write(state, record.ttl(self.settings.session_ttl)),
+                self.redis.write(state, record.ttl(self.settings.session_ttl), restore=True),
                 "redis",
                 record.key,
                 "the controller will heal it",

@@ -389,3 +389,5 @@ async def test_a_new_version_wants_a_sync_until_the_operator_marks_it(
     await redis_store.write(make_state(revision=3, last_seen=T0), TTL)
     await redis_store.sync_done(key, None)  # its BotSession is gone
     assert await redis_store.sync_wanted(10) == []
+    await redis_store.write(make_state(revision=4, last_seen=T0), TTL, restore=True)
+    assert await redis_store.sync_wanted(10) == []  # a restore of what the BotSession says

@@ -322,11 +322,18 @@ class RedisStore:
             raise StoreUnavailable("redis", f"{what}: {exc}") from exc
 
     async def write(
-        self, state: SessionState, ttl: timedelta, history: Sequence[HistoryEntry] = ()
+        self,
+        state: SessionState,
+        ttl: timedelta,
+        history: Sequence[HistoryEntry] = (),
+        *,
+        restore: bool = False,
     ) -> bool:
         """Write a state; False (ignored) when Redis holds a newer version, or a removal
         took away this version or a newer one (the tombstone). In the same step, the
-        session's events for `history` (its transitions, those not emitted yet)."""
+        session's events for `history` (its transitions, those not emitted yet), and a new
+        version is noted as wanting the operator's sync, unless this is a `restore` of what
+        the BotSession already says."""
         ident = state.identity
         args: list[str | int] = [
             member_of(state.key),
@@ -343,6 +350,7 @@ class RedisStore:
             state.incarnation,
             "" if state.heartbeat_timeout_seconds is None else state.heartbeat_timeout_seconds,
             self.events_ms,
+            "0" if restore else "1",
             *transition_events(history),
         ]
         written, _stored = await self._call("write", lambda: self._write(args=args))

@@ -8,12 +8,13 @@
 -- once it is active and heartbeats).
 -- ARGV: member, revision, status, reason, seen_ms, ttl_ms, created_ms, phone, name, session_id,
 --       ttl_seconds (integer text), incarnation, heartbeat_timeout_seconds ('' : the default),
---       keep_ms, then the session's events (see emit in _common.lua): emitted whether the
---       write is taken or not, each once
+--       keep_ms, wants_sync ('1': note the new version in sync-wanted; '0' for a restore of
+--       what the BotSession already says), then the session's events (see emit in
+--       _common.lua): emitted whether the write is taken or not, each once
 -- returns {1, revision} when written, {0, revision} when ignored
 local member = ARGV[1]
 local revision, incarnation = ARGV[2], ARGV[12]
-emit(member, 15, tonumber(ARGV[14]))
+emit(member, 16, tonumber(ARGV[14]))
 local hash, _, _, bot_index, user = keys_of(member)
 local stored = redis.call('HMGET', hash, 'incarnation', 'revision')
 local stored_inc, stored_rev = stored[1] or '0', stored[2]
@@ -45,7 +46,7 @@ if ARGV[3] ~= 'active' then
   redis.call('ZREM', DEADLINES, member)
 end
 redis.call('HSETNX', hash, 'createdAt', iso(tonumber(ARGV[7])))
-if not stored_rev or newer(incarnation, revision, stored_inc, stored_rev) then
+if ARGV[15] == '1' and (not stored_rev or newer(incarnation, revision, stored_inc, stored_rev)) then
   redis.call('HSET', WANTED, member, incarnation .. ':' .. revision)
 end
 touch(member, ARGV[3], seen_ms, tonumber(ARGV[6]))
