@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -217,18 +218,57 @@ async def test_a_watch_given_up_ends_its_reading_thread_at_once(
     def readers() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "kubernetes-watch"]
 
+    before = set(readers())  # other tests' watches may still be ending
     try:
         task = asyncio.create_task(watch())
         await asyncio.sleep(1.0)
-        assert len(readers()) == 1  # waiting for an event that does not come
+        (reader,) = set(readers()) - before  # waiting for an event that does not come
         started = datetime.now(UTC)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         for _ in range(100):  # the thread is not awaitable: poll it
-            if not readers():
+            if not reader.is_alive():
                 break
             await asyncio.sleep(0.05)
-        assert readers() == []
+        assert not reader.is_alive()
         assert datetime.now(UTC) - started < timedelta(seconds=2)
+    finally:
+        await client.close()
+
+
+async def test_a_watch_given_up_while_it_connects_leaves_no_reading_thread(
+    controlplane: ControlPlane,
+) -> None:
+    """Cancelled before the API server answered (the index's early watch is, when its
+    namespace is small): the thread then has no response to be interrupted through, and
+    used to wait for the first event or the server's timeout (minutes) on a quiet watch."""
+    client = KubeClient(load_kubeconfig(controlplane.kubeconfig))
+    real = client.custom.list_namespaced_custom_object
+
+    def slow_to_connect(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "kubernetes-watch"]
+
+    before = len(readers())
+
+    async def watch() -> None:
+        changes = client.watch(slow_to_connect, GROUP, VERSION, "default", PLURAL, timeout=240)
+        async for _ in changes:
+            pass
+
+    try:
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(0.1)  # the thread is connecting
+        assert len(readers()) == before + 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for _ in range(60):
+            if len(readers()) == before:
+                break
+            await asyncio.sleep(0.05)
+        assert len(readers()) == before
     finally:
         await client.close()

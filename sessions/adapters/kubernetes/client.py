@@ -200,6 +200,8 @@ class KubeClient:
                 response = start()
                 reading.append(response)
                 try:
+                    if stop.is_set():  # given up while it connected: nothing interrupts it
+                        return
                     for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                         if stop.is_set():
                             return
