@@ -29,6 +29,7 @@ PAGE = 500  # events per read from Redis
 BLOCK = timedelta(seconds=1)  # the reader's XREAD BLOCK
 KEEP_ALIVE = 15.0  # seconds between comments on a quiet stream
 RETRY_MS = 1_000  # what an EventSource waits before it reconnects
+REDIS_RETRY = 1.0  # seconds between the reader's tries while Redis does not answer
 
 
 def newer(a: str, b: str) -> bool:
@@ -81,18 +82,26 @@ class EventFanout:
         self.subscribers.discard(subscriber)
 
     async def run(self) -> None:
+        waiting = False  # logged once when Redis stops answering, once when it is back
         while True:
             try:
                 if self.cursor is None:
                     _, last = await self.redis.events_span()
                     self.cursor = last or "0-0"
-                for item in await self.redis.wait_for_events(self.cursor, BLOCK, PAGE):
-                    self.cursor = item.id
-                    for subscriber in list(self.subscribers):
-                        subscriber.offer(item)
+                items = await self.redis.wait_for_events(self.cursor, BLOCK, PAGE)
             except StoreUnavailable as exc:
-                event(log, "session events: waiting for redis", logging.WARNING, error=str(exc))
-                await asyncio.sleep(1)
+                if not waiting:
+                    event(log, "session events: waiting for redis", logging.WARNING, error=str(exc))
+                waiting = True
+                await asyncio.sleep(REDIS_RETRY)
+                continue
+            if waiting:
+                event(log, "session events: redis is back")
+                waiting = False
+            for item in items:
+                self.cursor = item.id
+                for subscriber in list(self.subscribers):
+                    subscriber.offer(item)
 
 
 class EventsExpired(Exception):

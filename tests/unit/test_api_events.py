@@ -4,6 +4,8 @@ tests/integration/test_api_events.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, cast
 
 import pytest
@@ -11,7 +13,8 @@ import pytest
 from api import events
 from api.events import EventFanout, EventFilter, newer, stream
 from sessions.adapters.redis.store import SessionEvent
-from sessions.domain.model import SessionKey
+from sessions.adapters.tasks import stop
+from sessions.domain.model import SessionKey, StoreUnavailable
 
 pytestmark = pytest.mark.unit
 
@@ -76,3 +79,38 @@ async def test_a_quiet_stream_gets_keep_alive_comments_then_events(
     assert frame.startswith("id: 1700000000000-2\nevent: transition\ndata: {")
     await frames.aclose()
     assert hub.subscribers == set()
+
+
+class FlakyRedis:
+    """Down for its first three reads, then one event, then quiet."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def events_span(self) -> tuple[str | None, str | None]:
+        return None, None
+
+    async def wait_for_events(self, after: str, block: object, count: int) -> list[SessionEvent]:
+        self.reads += 1
+        if self.reads <= 3:
+            raise StoreUnavailable("redis", "down")
+        if self.reads == 4:
+            return [item(1)]
+        await asyncio.sleep(0.01)
+        return []
+
+
+async def test_the_reader_logs_a_redis_outage_once_and_goes_on_after_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(events, "REDIS_RETRY", 0.0)
+    caplog.set_level(logging.INFO, logger="api.events")
+    hub = EventFanout(cast(Any, FlakyRedis()))
+    subscriber = hub.subscribe(EventFilter())
+    task = asyncio.create_task(hub.run())
+    got = await asyncio.wait_for(subscriber.queue.get(), 5)
+    await stop(task)
+    assert got.id == item(1).id
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("session events: waiting for redis") == 1
+    assert messages.count("session events: redis is back") == 1
