@@ -14,17 +14,22 @@ from api import metrics
 from api.routes import V1, Reader
 from api.schemas import (
     AnalyticsResponse,
+    BotPhases,
     Durations,
+    FleetResponse,
     HourlyTransitions,
+    Session,
+    SessionSearch,
     Stuck,
     StuckSession,
     SweepRunOut,
+    TroubledBotOut,
     errors,
 )
 from sessions.adapters.kubernetes.crd import ID_PATTERN
-from sessions.domain.model import format_time
+from sessions.domain.model import Phase, format_time
 from sessions.runtime import Runtime
-from sessions.usecases.analytics import analytics
+from sessions.usecases.analytics import analytics, fleet, search_sessions
 
 router = APIRouter(tags=["analytics"])
 v1 = APIRouter(prefix=V1, tags=["analytics"])
@@ -107,10 +112,84 @@ async def get_analytics(
     )
 
 
+@v1.get(
+    "/analytics/bots",
+    summary="Every bot at a glance: sessions by phase, the bots with the most failures",
+    response_model=FleetResponse,
+    responses=errors(401, 403, 422, 503),
+)
+async def get_fleet(
+    request: Request,
+    _token: Reader,
+    window_hours: Annotated[float, Query(alias="windowHours", gt=0, le=744)] = 24,
+    bots: Annotated[
+        int, Query(ge=1, le=500, description="how many bots to list, most sessions first")
+    ] = 100,
+    top: Annotated[
+        int, Query(ge=1, le=50, description="how many bots with failures or lost heartbeats")
+    ] = 5,
+) -> FleetResponse:
+    """Sessions by phase in all and per bot (the database), and the bots with the most
+    transitions to failed plus HeartbeatLost over the window (its history): two aggregate
+    queries whatever the number of bots. Read scope."""
+    runtime: Runtime = request.app.state.runtime
+    result = await fleet(
+        runtime.sql, window=timedelta(hours=window_hours), bots_limit=bots, troubled_limit=top
+    )
+    return FleetResponse(
+        generatedAt=format_time(result.generated_at),
+        windowHours=result.window.total_seconds() / 3600,
+        byPhase=result.by_phase,
+        botCount=result.bot_count,
+        bots=[BotPhases(botId=b.bot_id, byPhase=b.by_phase, total=b.total) for b in result.bots],
+        troubled=[
+            TroubledBotOut(botId=b.bot_id, failures=b.failures, heartbeatLost=b.heartbeat_lost)
+            for b in result.troubled
+        ],
+    )
+
+
+@v1.get(
+    "/sessions",
+    tags=["sessions"],
+    summary="Find sessions of any bot by a part of their botId or userId",
+    response_model=SessionSearch,
+    responses=errors(401, 403, 422, 503),
+)
+async def find_sessions(
+    request: Request,
+    _token: Reader,
+    search: Annotated[
+        str | None,
+        Query(
+            pattern=ID_PATTERN,
+            max_length=128,
+            description="a part of the botId or userId, any case; all sessions when omitted",
+        ),
+    ] = None,
+    status: Annotated[Phase | None, Query(description="only sessions in this phase")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> SessionSearch:
+    """From the database, most recently seen first, with Redis's fresher lastSeen; one
+    page only (`more` says when there is more): narrow the search rather than paging
+    through every session. Read scope."""
+    runtime: Runtime = request.app.state.runtime
+    found, more = await search_sessions(
+        runtime.sql, runtime.redis, search=search, phase=status, limit=limit
+    )
+    return SessionSearch(
+        search=search,
+        status=status,
+        limit=limit,
+        more=more,
+        sessions=[Session.of(s) for s in found],
+    )
+
+
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard() -> HTMLResponse:
-    """The page itself holds no data (every number comes from /analytics with the token
-    the user types), so serving it needs no token."""
+    """The page itself holds no data (every number comes from the API with the token the
+    user types), so serving it needs no token."""
     return HTMLResponse(
         PAGE,
         headers={

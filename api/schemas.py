@@ -660,3 +660,82 @@ class AnalyticsResponse(BaseModel):
     duration: Durations
     stuckConnecting: Stuck
     cleanupRuns: list[SweepRunOut]
+
+
+# --- the live dashboard (api/dashboard.py) ---------------------------------------------
+
+
+class BotPhases(BaseModel):
+    botId: str
+    byPhase: dict[str, int] = Field(examples=[{"active": 12, "failed": 1}])
+    total: int
+
+
+class TroubledBotOut(BaseModel):
+    botId: str
+    failures: int = Field(description="transitions to failed in the window")
+    heartbeatLost: int = Field(description="sessions made inactive for HeartbeatLost")
+
+
+class FleetResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "generatedAt": "2026-11-25T12:00:00Z",
+                    "windowHours": 24,
+                    "byPhase": {"active": 40, "connecting": 2, "failed": 3, "inactive": 55},
+                    "botCount": 2,
+                    "bots": [
+                        {
+                            "botId": "bot-1",
+                            "byPhase": {"active": 30, "failed": 3, "inactive": 40},
+                            "total": 73,
+                        },
+                        {
+                            "botId": "bot-2",
+                            "byPhase": {"active": 10, "connecting": 2, "inactive": 15},
+                            "total": 27,
+                        },
+                    ],
+                    "troubled": [{"botId": "bot-1", "failures": 4, "heartbeatLost": 2}],
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    generatedAt: str
+    windowHours: float
+    byPhase: dict[str, int] = Field(description="sessions by phase, every bot together")
+    botCount: int = Field(description="bots with at least one session in the database")
+    bots: list[BotPhases] = Field(description="the bots with the most sessions, most first")
+    troubled: list[TroubledBotOut] = Field(
+        description="the bots with the most failures plus lost heartbeats in the window, "
+        "most first; bots with neither are left out"
+    )
+
+
+class SessionSearch(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "search": "user",
+                    "status": None,
+                    "limit": 50,
+                    "more": False,
+                    "sessions": [SESSION_EXAMPLE],
+                }
+            ]
+        }
+    )
+
+    success: Literal[True] = True
+    search: str | None
+    status: Phase | None
+    limit: int
+    more: bool = Field(description="more sessions match than `limit`: narrow the search")
+    sessions: list[Session] = Field(description="most recently seen first")

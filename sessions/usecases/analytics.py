@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sessions.adapters.redis.store import RedisStore
 from sessions.adapters.sql.analytics import AnalyticsQueries
 from sessions.adapters.sql.store import SqlStore, SweepRun
-from sessions.domain.model import SessionState, StoreUnavailable, utcnow
+from sessions.domain.model import Phase, SessionState, StoreUnavailable, utcnow
 
 MAX_WINDOW = timedelta(days=31)
 
@@ -76,3 +76,92 @@ async def analytics(
         stuck_oldest=stuck,
         cleanup_runs=await sql.cleanup_runs(10),
     )
+
+
+@dataclass(frozen=True)
+class BotCounts:
+    bot_id: str
+    by_phase: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_phase.values())
+
+
+@dataclass(frozen=True)
+class TroubledBot:
+    bot_id: str
+    failures: int
+    heartbeat_lost: int
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Every bot at a glance: sessions by phase in all and per bot, and the bots with the
+    most failures and lost heartbeats in the window."""
+
+    generated_at: datetime
+    window: timedelta
+    by_phase: dict[str, int]
+    bot_count: int
+    bots: list[BotCounts]  # the `bots_limit` bots with the most sessions
+    troubled: list[TroubledBot]
+
+
+def _per_bot(rows: list[tuple[str, str, int]]) -> list[BotCounts]:
+    counts: dict[str, dict[str, int]] = {}
+    for bot_id, phase, count in rows:
+        counts.setdefault(bot_id, {})[phase] = count
+    return [BotCounts(bot_id, phases) for bot_id, phases in counts.items()]
+
+
+def _total(bots: list[BotCounts]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for bot in bots:
+        for phase, count in bot.by_phase.items():
+            total[phase] = total.get(phase, 0) + count
+    return total
+
+
+async def fleet(
+    sql: SqlStore,
+    *,
+    window: timedelta,
+    bots_limit: int,
+    troubled_limit: int,
+    now: datetime | None = None,
+) -> Fleet:
+    """Two aggregate queries whatever the number of bots."""
+    moment = now or utcnow()
+    window = min(window, MAX_WINDOW)
+    queries = AnalyticsQueries(sql)
+    bots = _per_bot(await queries.phase_counts_by_bot())
+    troubled = await queries.troubled_bots(moment - window, troubled_limit)
+    busiest = sorted(bots, key=lambda b: (-b.total, b.bot_id))[:bots_limit]
+    return Fleet(
+        generated_at=moment,
+        window=window,
+        by_phase=_total(bots),
+        bot_count=len(bots),
+        bots=busiest,
+        troubled=[TroubledBot(b, f, h) for b, f, h in troubled],
+    )
+
+
+async def search_sessions(
+    sql: SqlStore, redis: RedisStore, *, search: str | None, phase: Phase | None, limit: int
+) -> tuple[list[SessionState], bool]:
+    """Up to `limit` sessions of any bot matching `search` (a substring of the botId or
+    userId) and `phase`, most recently seen first, with Redis's fresher lastSeen where it
+    holds the same revision or newer; and whether there are more."""
+    found = await AnalyticsQueries(sql).search_sessions(search, phase, limit + 1)
+    page = found[:limit]
+    try:
+        hot = await redis.get_many([s.key for s in page])
+    except StoreUnavailable:
+        return page, len(found) > limit
+    merged = [
+        h if h is not None and h.revision >= s.revision else s
+        for s, h in zip(page, hot, strict=True)
+    ]
+    return merged, len(found) > limit

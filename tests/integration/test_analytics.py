@@ -11,7 +11,7 @@ from sessions.adapters.redis.store import RedisStore
 from sessions.adapters.sql import schema as sql_schema
 from sessions.adapters.sql.store import SqlStore, SweepRun
 from sessions.domain.model import HistoryEntry, Phase, Reason, SessionKey
-from sessions.usecases.analytics import analytics, percentile
+from sessions.usecases.analytics import analytics, fleet, percentile, search_sessions
 from tests.conftest import make_state
 
 pytestmark = pytest.mark.integration
@@ -161,3 +161,63 @@ def test_percentiles() -> None:
     assert percentile([], 0.5) is None
     assert percentile([5.0], 0.95) == 5.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+
+
+async def test_every_bot_at_a_glance(sql_store: SqlStore, redis_store: RedisStore) -> None:
+    """Issue 21, item 3: counts in all and per bot, and the bots with the most failures or
+    lost heartbeats in the window (older ones do not count)."""
+    await seed(sql_store, redis_store)
+    for user, phase in [("a", Phase.ACTIVE), ("b", Phase.FAILED)]:
+        await sql_store.write(make_state(bot="bot-2", user=user, phase=phase))
+    hour = timedelta(hours=1)
+    await add_history(
+        sql_store,
+        [
+            entry(
+                "b", 2, Phase.CONNECTING, Phase.FAILED, Reason.CONNECT_FAILED, NOW - hour, "bot-2"
+            ),
+            entry("c", 3, Phase.ACTIVE, Phase.INACTIVE, Reason.HEARTBEAT_LOST, NOW - hour, "bot-2"),
+            entry("d", 3, Phase.ACTIVE, Phase.INACTIVE, Reason.HEARTBEAT_LOST, NOW - hour, "bot-3"),
+            entry("u9", 3, Phase.CONNECTING, Phase.FAILED, Reason.CONNECT_TIMEOUT, NOW - 30 * hour),
+        ],
+    )
+    result = await fleet(
+        sql_store, window=timedelta(hours=24), bots_limit=10, troubled_limit=5, now=NOW
+    )
+    assert result.by_phase == {"inactive": 1, "connecting": 2, "active": 1, "failed": 1}
+    assert result.bot_count == 2
+    assert [(b.bot_id, b.by_phase, b.total) for b in result.bots] == [
+        ("bot-1", {"inactive": 1, "connecting": 2}, 3),
+        ("bot-2", {"active": 1, "failed": 1}, 2),
+    ]
+    assert [(b.bot_id, b.failures, b.heartbeat_lost) for b in result.troubled] == [
+        ("bot-2", 1, 1),
+        ("bot-3", 0, 1),
+    ]
+    fewer = await fleet(sql_store, window=timedelta(hours=48), bots_limit=1, troubled_limit=1)
+    assert [b.bot_id for b in fewer.bots] == ["bot-1"] and fewer.bot_count == 2
+    assert len(fewer.troubled) == 1
+
+
+async def test_finding_sessions_of_any_bot(sql_store: SqlStore, redis_store: RedisStore) -> None:
+    for bot, user, phase in [
+        ("shop-bot", "Alice_1", Phase.ACTIVE),
+        ("shop-bot", "bob", Phase.FAILED),
+        ("news-bot", "alice2", Phase.INACTIVE),
+        ("news-bot", "aliceX1", Phase.ACTIVE),
+    ]:
+        await sql_store.write(make_state(bot=bot, user=user, phase=phase))
+
+    async def found(search: str | None, phase: Phase | None = None, limit: int = 50) -> set[str]:
+        page, _ = await search_sessions(
+            sql_store, redis_store, search=search, phase=phase, limit=limit
+        )
+        return {f"{s.key.bot_id}/{s.key.user_id}" for s in page}
+
+    assert await found("ALICE") == {"shop-bot/Alice_1", "news-bot/alice2", "news-bot/aliceX1"}
+    assert await found("e_1") == {"shop-bot/Alice_1"}  # "_" is no wildcard: not aliceX1
+    assert await found("shop") == {"shop-bot/Alice_1", "shop-bot/bob"}
+    assert await found("alice", Phase.ACTIVE) == {"shop-bot/Alice_1", "news-bot/aliceX1"}
+    assert len(await found(None)) == 4
+    page, more = await search_sessions(sql_store, redis_store, search="bot", phase=None, limit=3)
+    assert len(page) == 3 and more

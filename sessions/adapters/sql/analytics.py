@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sessions.adapters.sql import schema as t
 from sessions.adapters.sql.store import SqlStore, state_of_row
-from sessions.domain.model import Phase, SessionState
+from sessions.domain.model import Phase, Reason, SessionState
 
 
 def _hour_bucket(dialect: str, column: Any) -> Any:
@@ -115,3 +115,73 @@ class AnalyticsQueries:
             return total, [state_of_row(r) for r in rows]
 
         return await self.store.run("stuck_connecting", op)
+
+    async def phase_counts_by_bot(self) -> list[tuple[str, str, int]]:
+        """(botId, phase, count) for every bot: one aggregate over ix_sessions_bot_phase."""
+
+        async def op(c: AsyncConnection) -> list[tuple[str, str, int]]:
+            s = t.sessions.c
+            rows = await c.execute(
+                sa.select(s.bot_id, s.phase, sa.func.count())
+                .group_by(s.bot_id, s.phase)
+                .order_by(s.bot_id, s.phase)
+            )
+            return [(r[0], r[1], r[2]) for r in rows]
+
+        return await self.store.run("phase_counts_by_bot", op)
+
+    async def troubled_bots(self, since: datetime, limit: int) -> list[tuple[str, int, int]]:
+        """(botId, failures, heartbeats lost) since `since`, the bots with the most of both
+        first: one aggregate over ix_history_at's range."""
+        h = t.history.c
+        failures = sa.func.sum(sa.case((h.to_phase == Phase.FAILED.value, 1), else_=0))
+        lost = sa.func.sum(sa.case((h.reason == Reason.HEARTBEAT_LOST.value, 1), else_=0))
+
+        async def op(c: AsyncConnection) -> list[tuple[str, int, int]]:
+            rows = await c.execute(
+                sa.select(h.bot_id, failures, lost)
+                .where(
+                    h.at >= since,
+                    sa.or_(
+                        h.to_phase == Phase.FAILED.value,
+                        h.reason == Reason.HEARTBEAT_LOST.value,
+                    ),
+                )
+                .group_by(h.bot_id)
+                .order_by((failures + lost).desc(), h.bot_id)
+                .limit(limit)
+            )
+            return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+        return await self.store.run("troubled_bots", op)
+
+    async def search_sessions(
+        self, search: str | None, phase: Phase | None, limit: int
+    ) -> list[SessionState]:
+        """Up to `limit` sessions of any bot whose botId or userId contains `search` (any
+        case), most recently seen first. A substring cannot use an index: the caller bounds
+        `limit`, and the store's guard bounds the time."""
+        s = t.sessions.c
+        where: list[Any] = []
+        if search:
+            pattern = f"%{_like_escape(search)}%"
+            where.append(
+                sa.or_(s.bot_id.ilike(pattern, escape="\\"), s.user_id.ilike(pattern, escape="\\"))
+            )
+        if phase is not None:
+            where.append(s.phase == phase.value)
+
+        async def op(c: AsyncConnection) -> list[SessionState]:
+            rows = await c.execute(
+                sa.select(t.sessions)
+                .where(*where)
+                .order_by(s.last_seen.desc(), s.bot_id, s.user_id)
+                .limit(limit)
+            )
+            return [state_of_row(r) for r in rows]
+
+        return await self.store.run("search_sessions", op)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
