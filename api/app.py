@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from api import dashboard, errors, metrics
+from api import dashboard, errors, metrics, webhooks
 from api.admission import WriteAdmission
 from api.auth import TokenRegistry
 from api.beacon import keep_saying_it_serves
@@ -155,6 +155,7 @@ def create_app(
     app.add_middleware(RequestLog, quiet=quiet)
     app.include_router(router)
     app.include_router(dashboard.v1)
+    app.include_router(webhooks.router)
     app.include_router(dashboard.router)
     app.include_router(health)
     return app

@@ -109,20 +109,7 @@ class EventsExpired(Exception):
 
 
 def frame(item: SessionEvent) -> str:
-    body = {
-        "id": item.id,
-        "type": item.type,
-        "botId": item.key.bot_id,
-        "userId": item.key.user_id,
-        "incarnation": item.incarnation,
-        "revision": item.revision,
-        "from": item.from_phase or None,
-        "to": item.to_phase or None,
-        "reason": item.reason or None,
-        "actor": item.actor,
-        "at": item.at,
-    }
-    return f"id: {item.id}\nevent: {item.type}\ndata: {json.dumps(body)}\n\n"
+    return f"id: {item.id}\nevent: {item.type}\ndata: {json.dumps(item.payload())}\n\n"
 
 
 async def check_resumable(redis: RedisStore, last_id: str, now_ms: int) -> None:

@@ -16,6 +16,7 @@ from controller.last_seen import LastSeenCopy
 from controller.liveness import LivenessWatch
 from controller.persistence import NoDiffBase
 from controller.sync import Announcer, sync_and_mark
+from controller.webhooks import WebhookDelivery
 from sessions.adapters.kubernetes.botsessions import kept_labels, record_of
 from sessions.adapters.kubernetes.crd import FINALIZER, GROUP, PLURAL, VERSION
 from sessions.adapters.kubernetes.peering import Activity, KopfPeers, Standalone
@@ -114,6 +115,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(last_seen.run(), name="lastSeen copy"),
         asyncio.create_task(
             LivenessWatch(runtime, lambda: housekeeping.leading).run(), name="liveness"
+        ),
+        asyncio.create_task(
+            WebhookDelivery(
+                runtime, memo.get("webhooks", []), housekeeping.lease, lambda: housekeeping.leading
+            ).run(),
+            name="webhooks",
         ),
     ]
     # kopf starts watching once this handler returns: the index is filled first (the

@@ -21,7 +21,7 @@ from sessions.adapters.kubernetes.client import (
     load_config,
 )
 from sessions.domain import logs, privacy
-from sessions.domain.settings import SettingsError, load_settings
+from sessions.domain.settings import SettingsError, configured_webhooks, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(**({"namespace": args.namespace} if args.namespace else {}))
         namespace = settings.namespace or load_config().namespace
         priority = priority_of(args.priority, os.environ.get("POD_NAME"))
+        webhooks = configured_webhooks(settings)
     except (SettingsError, ValueError) as exc:
         print(f"botsession operator: {exc}", file=sys.stderr)
         return 2
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     privacy.configure(
         settings.fingerprint_key.get_secret_value() if settings.fingerprint_key else None
     )
-    memo = kopf.Memo(settings=settings, peering=peering)
+    memo = kopf.Memo(settings=settings, peering=peering, webhooks=webhooks)
     hand_over_quickly()
 
     async def operate() -> None:

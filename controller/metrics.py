@@ -128,3 +128,27 @@ HEARTBEAT_LOSS_PAUSED = Gauge(
     "serving, or one heartbeat timeout after that)",
     registry=REGISTRY,
 )
+WEBHOOK_DELIVERED = Counter(
+    "botsession_webhook_deliveries_total",
+    "Session events a webhook endpoint took (a 2xx answer)",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+WEBHOOK_FAILED_ATTEMPTS = Counter(
+    "botsession_webhook_failed_attempts_total",
+    "Webhook attempts that failed (no answer in time, no connection, not 2xx); each is retried",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+WEBHOOK_GIVEN_UP = Counter(
+    "botsession_webhook_given_up_total",
+    "Session events given up after retrying for BOTSESSION_WEBHOOK_RETRY_WINDOW (alert on this)",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+WEBHOOK_WAITING = Gauge(
+    "botsession_webhook_waiting_seconds",
+    "How long the oldest event an endpoint has not taken yet has waited (0: caught up)",
+    ["endpoint"],
+    registry=REGISTRY,
+)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sessions.domain.webhooks import WebhookConfigError, WebhookEndpoint, parse_endpoints
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -81,6 +84,23 @@ class Settings(BaseSettings):
         timedelta(hours=24),
         description="how long the session events (GET /v1/whatsapp/session-events, the "
         "webhooks) are kept in Redis; a client resuming from an older event is told so",
+    )
+
+    webhooks_file: Path | None = Field(
+        None,
+        description="a JSON list of webhook endpoints (sessions.domain.webhooks, "
+        'docs/api.md "Webhooks"); read at start',
+    )
+    webhooks: SecretStr | None = Field(
+        None, description="webhook endpoints as JSON, same format as the file (e.g. a Secret)"
+    )
+    webhook_retry_window: Duration = Field(
+        timedelta(hours=1),
+        description="a webhook delivery is retried (backoff with jitter, up to 5 min apart) "
+        "until its event is this old, then given up and counted",
+    )
+    webhook_timeout: Duration = Field(
+        timedelta(seconds=10), description="how long one webhook attempt waits for its answer"
     )
 
     resync_interval: Duration = Field(
@@ -170,6 +190,8 @@ class Settings(BaseSettings):
         "catch_up_after",
         "tombstone_ttl",
         "events_retention",
+        "webhook_retry_window",
+        "webhook_timeout",
         "redis_budget",
         "database_budget",
         "store_probe_interval",
@@ -213,7 +235,25 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-            secret = name.endswith(("_URL", "_KEY"))
+            secret = name.endswith(("_URL", "_KEY", "_WEBHOOKS"))
             shown = "" if secret else f" (got {error.get('input')!r})"
             problems.append(f"{name}: {error['msg']}{shown}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def configured_webhooks(settings: Settings) -> list[WebhookEndpoint]:
+    """The webhook endpoints of the file and of the variable (WebhookConfigError names the
+    bad entry, never its secret)."""
+    endpoints: list[WebhookEndpoint] = []
+    if settings.webhooks_file is not None:
+        try:
+            text = settings.webhooks_file.read_text()
+        except OSError as exc:
+            raise WebhookConfigError(f"{PREFIX}WEBHOOKS_FILE: {exc.strerror}") from None
+        endpoints += parse_endpoints(text, str(settings.webhooks_file))
+    if settings.webhooks is not None:
+        endpoints += parse_endpoints(settings.webhooks.get_secret_value(), f"{PREFIX}WEBHOOKS")
+    names = [endpoint.name for endpoint in endpoints]
+    if len(set(names)) != len(names):
+        raise WebhookConfigError("two webhook endpoints have the same name")
+    return endpoints

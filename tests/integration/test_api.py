@@ -1155,6 +1155,7 @@ async def test_openapi_and_docs_are_served(api: Api) -> None:
         f"{V1}/analytics",
         f"{V1}/analytics/bots",
         f"{V1}/sessions",
+        f"{V1}/webhooks",
         "/metrics",
         "/healthz",
         "/readyz",
@@ -1316,7 +1317,7 @@ def test_schemathesis_finds_no_server_errors(live_api: str) -> None:
     # an event stream answers for as long as the client listens: its errors and frames are
     # checked in test_api_events
     operations = [op for op in operations if op.path != f"{V1}/session-events"]
-    assert len(operations) == 13  # with the dashboard's two (issue 21, item 3)
+    assert len(operations) == 14  # with the dashboard's two and webhooks (issue 21)
     seen: dict[str, set[int]] = {}
 
     def fuzz(operation: Any, mode: GenerationMode) -> None:
@@ -1346,7 +1347,7 @@ def test_schemathesis_finds_no_server_errors(live_api: str) -> None:
         fuzz(operation, GenerationMode.POSITIVE)
         if operation.path not in ("/healthz", "/readyz", "/metrics"):  # nothing to make invalid
             fuzz(operation, GenerationMode.NEGATIVE)
-    assert len(seen) == 13
+    assert len(seen) == 14
 
 
 # --- the real process: `python -m api` -------------------------------------------------

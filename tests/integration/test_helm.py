@@ -187,7 +187,37 @@ def test_api_as_its_own_deployment_with_monitoring() -> None:
         "BotSessionSweepFailing",
         "BotSessionSweepStale",
         "BotSessionStuckConnecting",
+        "BotSessionWebhookGivingUp",
+        "BotSessionWebhookBehind",
     }
+
+
+def test_webhooks_reach_the_operator_from_a_secret_and_never_the_configmap() -> None:
+    secret = "whsec_" + "A" * 44
+    result = render(
+        "--set-json",
+        f'webhooks.endpoints=[{{"name":"crm","url":"https://crm.example/h","secret":"{secret}"}}]',
+        "--set",
+        "settings.webhookRetryWindow=30m",
+    )
+    assert result.returncode == 0, result.stderr
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout) if d}
+    stored = json.loads(docs[("Secret", "t-botsession-webhooks")]["stringData"]["webhooks.json"])
+    assert stored[0]["secret"] == secret
+    settings = docs[("ConfigMap", "t-botsession-settings")]["data"]
+    assert settings["BOTSESSION_WEBHOOK_RETRY_WINDOW"] == "30m"
+    assert secret not in json.dumps(settings)
+    pod = docs[("StatefulSet", "t-botsession")]["spec"]["template"]["spec"]
+    operator = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["BOTSESSION_WEBHOOKS_FILE"] == "/etc/botsession/webhooks/webhooks.json"
+    assert {"name": "webhooks", "mountPath": "/etc/botsession/webhooks", "readOnly": True} in (
+        operator["volumeMounts"]
+    )
+    assert {"name": "webhooks", "secret": {"secretName": "t-botsession-webhooks"}} in pod["volumes"]
+    # without endpoints: no Secret, no volume, no variable
+    plain = render()
+    assert "webhooks" not in plain.stdout.replace("BOTSESSION_WEBHOOK_", "")
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -104,6 +105,7 @@ class RedisKeys:
         self.heartbeat_hold = f"{prefix}heartbeat:hold-until"
         self.events = f"{prefix}events"
         self.sync_wanted = f"{prefix}sync-wanted"
+        self.webhooks = f"{prefix}webhooks"  # name -> the endpoint as configured (shown)
 
     # the contract's keys: fixed by the requirements, never prefixed
     @staticmethod
@@ -127,6 +129,10 @@ class RedisKeys:
 
     def lease(self, name: str) -> str:
         return f"{self.prefix}lock:{name}"
+
+    def webhook(self, name: str) -> str:
+        """An endpoint's deliveries: cursor, counts, last error (adapters.redis.webhooks)."""
+        return f"{self.prefix}webhook:{name}"
 
 
 EXPIRY_INDEX = RedisKeys().expiry_index  # with the default prefix
@@ -309,6 +315,12 @@ class RedisStore:
     async def _call(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         """One operation within the store's time budget (sessions.adapters.guard)."""
         return await self.guard.call(what, lambda: self._mapped(what, op))
+
+    guarded = _call  # for the store's companions in this package (webhooks)
+
+    def script(self, name: str) -> AsyncScript:
+        """A script of lua/ (with the shared helpers and this store's key prefix)."""
+        return self.client.register_script(_load_script(name, self.keys))
 
     @staticmethod
     async def _mapped(what: str, op: Callable[[], Awaitable[Any]]) -> Any:
@@ -676,6 +688,22 @@ class SessionEvent:
     reason: str
     actor: str
     at: str  # ISO 8601 UTC, as the contract's times
+
+    def payload(self) -> dict[str, Any]:
+        """The event as the clients get it (the stream's data, a webhook's body)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "botId": self.key.bot_id,
+            "userId": self.key.user_id,
+            "incarnation": self.incarnation,
+            "revision": self.revision,
+            "from": self.from_phase or None,
+            "to": self.to_phase or None,
+            "reason": self.reason or None,
+            "actor": self.actor,
+            "at": self.at,
+        }
 
     @classmethod
     def of(cls, entry_id: str, fields: dict[str, str]) -> SessionEvent:
