@@ -9,9 +9,14 @@ where it was read (a compare-and-swap in Redis), so exactly one replica delivers
 that dies in the middle of a page leaves it to the next, which delivers the page again: at
 least once, and `webhook-id` (the event's id) lets the receiver drop what it has seen.
 
-A failed attempt is retried with exponential backoff and full jitter (tenacity) until the
-event is `window` old; then it is given up, counted, and its session's later events go on.
-Each failure is recorded as the endpoint's last error, which GET /v1/whatsapp/webhooks shows.
+A failed attempt is retried with exponential backoff and full jitter (tenacity) for
+`window` after the event happened, or, when the endpoint's deliveries were behind (this
+replica took over late, the endpoint was slow), for `window` after the endpoint last took
+an event, as of the event's first attempt: an operator that was away drops nothing, and
+an endpoint that stays down costs each waiting event about one attempt once the window
+after its last success has passed. Then the event is given up, counted, and its session's
+later events go on. Each failure is recorded as the endpoint's last error, which
+GET /v1/whatsapp/webhooks shows.
 """
 
 from __future__ import annotations
@@ -101,6 +106,8 @@ class EndpointDeliveries:
         self.sleep = sleep
         self.on_failure = on_failure
         self.waiting_since: datetime | None = None  # the oldest event not taken, once failed
+        self.progress_at = clock()  # the endpoint last took an event, or this replica began
+        self.led = False
 
     async def step(self, block: timedelta) -> PageOutcome:
         """Deliver one page (waiting up to `block` for events); NotLeading when the lease
@@ -139,7 +146,11 @@ class EndpointDeliveries:
 
     def check_leading(self) -> None:
         if not self.leading():
+            self.led = False
             raise NotLeading(self.endpoint.name)
+        if not self.led:  # (again) the leader: what waits is not held against the endpoint
+            self.led = True
+            self.progress_at = self.clock()
 
     async def deliver(self, wanted: list[SessionEvent], outcome: PageOutcome) -> None:
         by_session: dict[str, list[SessionEvent]] = {}
@@ -162,7 +173,7 @@ class EndpointDeliveries:
     async def deliver_one(self, item: SessionEvent, outcome: PageOutcome) -> bool:
         """True once the endpoint took it; False when it was given up."""
         body = body_of(item)
-        deadline = event_moment(item) + self.policy.window
+        deadline = max(event_moment(item), self.progress_at) + self.policy.window
 
         async def failed(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
@@ -188,6 +199,7 @@ class EndpointDeliveries:
                     await self.sender.send(self.endpoint, item.id, body)
         except DeliveryFailed:
             return False
+        self.progress_at = self.clock()
         return True
 
     async def note_failure(

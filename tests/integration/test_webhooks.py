@@ -11,10 +11,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +79,21 @@ async def replica(
     holder: str,
     policy: RetryPolicy = FAST,
     timeout: timedelta = timedelta(seconds=5),
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> AsyncIterator[Replica]:
     store = RedisStore(connect(redis_url, retries=1, timeout=timedelta(seconds=2)))
     lease = store.lease("housekeeping", LEASE_TTL, holder)
     sender = WebhookSender(timeout)
     me = Replica(
         EndpointDeliveries(
-            endpoint, store, WebhookLedger(store), sender, lease, lambda: me.leading, policy
+            endpoint,
+            store,
+            WebhookLedger(store),
+            sender,
+            lease,
+            lambda: me.leading,
+            policy,
+            clock=clock,
         )
     )
 
@@ -289,6 +297,29 @@ async def test_an_event_is_given_up_after_the_window_and_its_session_goes_on(
     assert status.failed_attempts >= 3
     assert status.last_error is not None
     assert status.last_error.message in ("HTTP 500", "no answer within 0.3 s")
+
+
+async def test_events_older_than_the_window_are_delivered_when_the_operator_was_away(
+    redis_server: RedisServer, redis_store: RedisStore
+) -> None:
+    """The window counts from when this replica began delivering, not only from the event:
+    the leader's clock set two hours ahead makes every event look two hours old, and the
+    endpoint, failing at first, still gets each of them."""
+    window = RetryPolicy(window=timedelta(seconds=2), first=timedelta(milliseconds=50))
+
+    def later() -> datetime:
+        return datetime.now(UTC) + timedelta(hours=2)
+
+    async with (
+        receiving(fail_first=2) as receiver,
+        replica(redis_server.url, endpoint_for(receiver), "a", policy=window, clock=later) as me,
+    ):
+        await started(me)
+        await emit(redis_store, "u1", range(1, 4))
+        await receiver.wait_for(3, timeout=10)
+        [status] = await _statuses(redis_store, me)
+    assert in_session_order(receiver.taken) == {f"{BOT}:u1": [1, 2, 3]}
+    assert status.given_up == 0
 
 
 async def _statuses(store: RedisStore, me: Replica) -> list[Any]:
