@@ -1,0 +1,1 @@
+"""Clients of the botsession API for the processes that use it (issue 22)."""
