@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine, idempotently:
-#   Debian packages (redis-server, postgresql, chromium, wrk, and for the local cluster
+#   Debian packages (redis-server, postgresql, chromium, wrk, prometheus, and for the local cluster
 #   containerd, runc, the CNI plugins, iptables, iproute2, util-linux, debootstrap, gcc),
 #   the Python venv with the project and its dev dependencies, and the control-plane and
 #   node binaries (cached outside the repo, see hack/controlplane/build.sh and
@@ -20,6 +20,9 @@ command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v chromium >/dev/null || need_pkgs+=(chromium)
 command -v wrk >/dev/null || need_pkgs+=(wrk)  # the load generator of bench/api_benchmark.py
+# the real Prometheus (and promtool) that tests/integration/test_grafana.py runs the
+# dashboard's queries and the alert rules against
+command -v prometheus >/dev/null || need_pkgs+=(prometheus)
 # the local cluster (devstack/cluster, devstack/image): container runtime, network, images
 command -v containerd >/dev/null || need_pkgs+=(containerd)
 command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || need_pkgs+=(runc)
@@ -42,6 +45,7 @@ if ((${#need_pkgs[@]})); then
   $sudo service redis-server stop >/dev/null 2>&1 || true
   $sudo service postgresql stop >/dev/null 2>&1 || true
   $sudo service containerd stop >/dev/null 2>&1 || true
+  $sudo service prometheus stop >/dev/null 2>&1 || true
 fi
 
 # --- Python venv -----------------------------------------------------------------

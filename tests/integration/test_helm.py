@@ -189,7 +189,60 @@ def test_api_as_its_own_deployment_with_monitoring() -> None:
         "BotSessionStuckConnecting",
         "BotSessionWebhookGivingUp",
         "BotSessionWebhookBehind",
+        "BotSessionHeartbeatsLost",
+        "BotSessionLastSeenBacklog",
+        "BotSessionApiErrors",
+        "BotSessionApiSlow",
+        "BotSessionStoreUnavailable",
+        "BotSessionNoLeader",
     }
+
+
+def test_the_grafana_dashboard_configmap_only_when_asked() -> None:
+    """Off by default; on, a ConfigMap with the sidecar's label holding the dashboard JSON
+    as the chart ships it (tests/integration/test_grafana.py checks its queries)."""
+    assert "grafana" not in render().stdout
+    result = render(
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "metrics.grafanaDashboard.namespace=monitoring",
+        "--set",
+        "metrics.grafanaDashboard.annotations.grafana_folder=BotSession",
+    )
+    assert result.returncode == 0, result.stderr
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout) if d}
+    dashboard = docs[("ConfigMap", "t-botsession-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "BotSession"}
+    shipped = (CHART / "files" / "grafana-dashboard.json").read_text()
+    assert json.loads(dashboard["data"]["botsession-operator.json"]) == json.loads(shipped)
+    relabelled = render(
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "metrics.grafanaDashboard.label=dashboards.example.com/grafana",
+        "--set",
+        "metrics.grafanaDashboard.labelValue=botsession",
+    )
+    assert relabelled.returncode == 0, relabelled.stderr
+    (configmap,) = [
+        d
+        for d in yaml.safe_load_all(relabelled.stdout)
+        if d and d["metadata"]["name"] == "t-botsession-dashboard"
+    ]
+    labels = configmap["metadata"]["labels"]
+    assert labels["dashboards.example.com/grafana"] == "botsession"
+    assert "grafana_dashboard" not in labels
+    assert configmap["metadata"]["namespace"] == "default"
+    refused = render(
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "metrics.grafanaDashboard.lable=x",
+    )
+    assert refused.returncode != 0 and "lable" in refused.stderr
 
 
 def test_webhooks_reach_the_operator_from_a_secret_and_never_the_configmap() -> None:
