@@ -68,15 +68,20 @@ def load_kubeconfig(path: Path | None = None, context: str | None = None) -> Con
     """`path`, or what $KUBECONFIG names (several files are merged), or ~/.kube/config."""
     configuration = k8s.Configuration()
     config_file = str(path) if path else None
-    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=config_file,
-        context=context,
-        client_configuration=configuration,
-        persist_config=False,
-    )
-    contexts, active = k8s_config.list_kube_config_contexts(config_file)  # type: ignore[no-untyped-call]
+    try:
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=config_file,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+        contexts, active = k8s_config.list_kube_config_contexts(config_file)  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException as exc:
+        raise ValueError(f"no usable Kubernetes credentials: {exc}") from exc
     if context:
-        active = next(c for c in contexts if c["name"] == context)
+        active = next((c for c in contexts if c["name"] == context), None)
+        if active is None:
+            raise ValueError(f"no context {context!r} in the kubeconfig")
     namespace = (active.get("context") or {}).get("namespace") or "default"
     return Connection(configuration, namespace)
 
