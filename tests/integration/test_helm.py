@@ -180,6 +180,7 @@ def test_api_as_its_own_deployment_with_monitoring() -> None:
         if rule["resources"] == ["botsessions"]
         for v in rule["verbs"]
     }
+    assert ("ServiceMonitor", "t-botsession-api") not in docs  # no token named for it
     operator = docs[("StatefulSet", "t-botsession")]["spec"]["template"]["spec"]
     assert "--priority=auto" in operator["containers"][0]["args"]
     rules = docs[("PrometheusRule", "t-botsession")]["spec"]["groups"][0]["rules"]
@@ -401,3 +402,25 @@ def install_two_shards(plane: ControlPlane) -> None:
     uninstalled = helm(kubeconfig, "uninstall", "shard-b", "-n", "shard-b", check=False)
     assert uninstalled.returncode == 0, uninstalled.stderr
     get(plane, "crd", "botsessions.botsession.dev")  # shard-a's still
+
+
+def test_the_api_is_scraped_with_a_read_token_from_a_secret() -> None:
+    result = render(
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.apiTokenSecret.name=scrape-token",
+    )
+    assert result.returncode == 0, result.stderr
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout) if d}
+    monitor = docs[("ServiceMonitor", "t-botsession-api")]["spec"]
+    assert monitor["selector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    [endpoint] = monitor["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "scrape-token", "key": "token"},
+    }
+    api_service = docs[("Service", "t-botsession-api")]
+    assert api_service["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
+    assert "http" in {port["name"] for port in api_service["spec"]["ports"]}
