@@ -76,8 +76,8 @@ class WebhookDelivery:
         return noted
 
     async def run(self) -> None:
-        if not self.endpoints:
-            return
+        """Also without endpoints: the leader then publishes none, so endpoints removed
+        from the configuration leave GET /v1/whatsapp/webhooks."""
         loops = [
             asyncio.create_task(self.deliver(d), name=f"webhook {d.endpoint.name}")
             for d in self.deliveries

@@ -352,7 +352,8 @@ async def test_the_operator_delivers_what_its_settings_name_and_a_new_one_goes_o
 ) -> None:
     """The real operator process, configured through BOTSESSION_WEBHOOKS: it delivers the
     transitions of reports (each after one failed attempt), counts them in its metrics, and
-    after a SIGKILL the next operator goes on from the cursor, losing nothing."""
+    after a SIGKILL the next operator goes on from the cursor, losing nothing. An operator
+    configured without the endpoint takes it off the list."""
     port = free_port()
     async with receiving(fail_first=1) as receiver:
         config = json.dumps([{"name": "crm", "url": receiver.url, "secret": SECRET}])
@@ -370,6 +371,13 @@ async def test_the_operator_delivers_what_its_settings_name_and_a_new_one_goes_o
         await stack.service.report(SessionKey(BOT, "w1"), ReportedState.DISCONNECTED)
         with stack.operator(**env):
             await receiver.wait_for(3, timeout=90)  # after the lease of the killed one lapsed
+            assert [s.name for s in await WebhookLedger(stack.redis).statuses()] == ["crm"]
+        with stack.operator(BOTSESSION_METRICS_PORT=str(port)):  # the endpoint taken out
+
+            async def unlisted() -> bool:
+                return await WebhookLedger(stack.redis).statuses() == []
+
+            await eventually(unlisted, timeout=60)
     assert receiver.forged == 0
     assert in_session_order(receiver.taken) == {f"{BOT}:w1": [1, 2, 3]}
     assert [body["to"] for body in receiver.taken] == ["connecting", "active", "inactive"]
