@@ -1256,10 +1256,18 @@ async def test_each_clear_flag_end_to_end(
 @contextmanager
 def serving(kubeconfig: Path, settings: Settings) -> Iterator[str]:
     """The app on a real uvicorn (on a thread of its own) until the block ends; its URL."""
-    port = free_port()
+    with serving_app(make_app(kubeconfig, settings)) as url:
+        yield url
+
+
+@contextmanager
+def serving_app(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """`app` on a real uvicorn (a thread of its own) until the block ends, on `port` (a free
+    one by default; give the same one to come back after a restart); its URL."""
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            make_app(kubeconfig, settings),
+            app,
             host="127.0.0.1",
             port=port,
             log_config=None,

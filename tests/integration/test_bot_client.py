@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from api.settings import ApiSettings
 from botsession.client import NO_RETRIES, BotSessionClient, RetryPolicy
@@ -45,6 +43,7 @@ from tests.integration.test_api import (
     make_app,
     no_secrets_in_logs,  # noqa: F401 (autouse here too)
     secrets_to_hide,  # noqa: F401 (its fixture)
+    serving_app,
     session_settings,
 )
 
@@ -84,28 +83,9 @@ def serving(
     """The app on a real uvicorn (a thread of its own) until the block ends, on `port` (a
     free one by default, so that a restart can come back on the same one): its URL."""
     settings = session_settings(namespace, redis_url, f"sqlite+aiosqlite:///{database}")
-    port = port or free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(controlplane.kubeconfig, settings, api_settings=API_SETTINGS),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    app = make_app(controlplane.kubeconfig, settings, api_settings=API_SETTINGS)
+    with serving_app(app, port) as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,21 +11,17 @@ import os
 import shlex
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from api.settings import ApiSettings
 from devstack.controlplane import ControlPlane
-from devstack.process import free_port
 from devstack.redis_server import RedisServer
 from tests.conftest import REPO
-from tests.integration.test_api import make_app, session_settings
+from tests.integration.test_api import make_app, serving_app, session_settings
 
 pytestmark = pytest.mark.integration
 
@@ -96,28 +92,8 @@ def serving(
     api_settings = ApiSettings.model_validate(
         {"tokens": tokens_json(), "tokens_file": None, "ready_timeout": 3.0}
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(controlplane.kubeconfig, settings, api_settings=api_settings),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serving_app(make_app(controlplane.kubeconfig, settings, api_settings=api_settings)) as url:
+        yield url
 
 
 def test_the_client_s_node_tests_pass_against_the_real_api(
