@@ -83,7 +83,12 @@ async def test_writes_of_first_reports_and_of_transitions(stack: Stack) -> None:
     # writes nothing: no finalizer to add, no annotations (controller.persistence).
     assert first["POST botsessions"] == REPORTS
     assert first["PATCH botsessions"] == 0, first
-    assert done(first).total() <= 6 * REPORTS, first
+    # The operator's write of revision 1 is one attempt either way: refused when the API's
+    # second compare-and-swap came first (the usual order), or, on a loaded machine, landed
+    # when it came before it, and then the operator writes revision 2 as well. So 7
+    # attempts per first report, refused or not, and never more than 7 that land.
+    assert first.total() <= 7 * REPORTS, first
+    assert done(first).total() <= 6 * REPORTS + (REPORTS - refused(first).total()), first
     assert refused(first).total() <= REPORTS + 2, first
     assert done(then).total() <= 3 * REPORTS, then
     assert refused(then).total() <= 2, then
