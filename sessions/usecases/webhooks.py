@@ -108,13 +108,14 @@ class EndpointDeliveries:
         self.waiting_since: datetime | None = None  # the oldest event not taken, once failed
         self.progress_at = clock()  # the endpoint last took an event, or this replica began
         self.led = False
+        self.cursor: str | None = None  # where this replica last moved it (None: read it)
 
     async def step(self, block: timedelta) -> PageOutcome:
         """Deliver one page (waiting up to `block` for events); NotLeading when the lease
         is not held."""
         self.check_leading()
         name = self.endpoint.name
-        cursor = await self.ledger.cursor(name)
+        cursor = self.cursor or await self.ledger.cursor(name)
         if cursor is None:  # a new endpoint: it gets the events from now on
             _, last = await self.redis.events_span()
             await self.ledger.advance(name, self.lease, None, last or "0-0")
@@ -134,6 +135,8 @@ class EndpointDeliveries:
             given_up=outcome.given_up,
             now=self.clock(),
         )
+        # the move is a compare-and-swap: after one that failed, read where it stands
+        self.cursor = items[-1].id if outcome.moved else None
         if self.waiting_since is not None:
             self.waiting_since = None
             await self.ledger.note_waiting(name, None)
@@ -147,6 +150,7 @@ class EndpointDeliveries:
     def check_leading(self) -> None:
         if not self.leading():
             self.led = False
+            self.cursor = None  # another replica may move it meanwhile
             raise NotLeading(self.endpoint.name)
         if not self.led:  # (again) the leader: what waits is not held against the endpoint
             self.led = True
