@@ -1,12 +1,13 @@
 """GET /v1/whatsapp/session-events: the session events (sessions.adapters.redis.store,
 docs/architecture.md "Session events") as Server-Sent Events.
 
-One reader per API process follows the Redis stream (`EventFanout`, a blocking XREAD) and
-hands each event to the streams whose filter it matches, each through a bounded queue: a
-client too slow to keep up is cut off (its queue full) instead of growing the API's
-memory, and its EventSource comes back with Last-Event-ID and catches up from Redis. A
-client resuming from an id replays what it missed from the stream first; every replica
-reads the same stream, so a resume works across API restarts and replicas.
+One reader per API process follows the Redis stream (`EventFanout`, a blocking XREAD)
+while some client listens, and hands each event to the streams whose filter it matches,
+each through a bounded queue: a client too slow to keep up is cut off (its queue full)
+instead of growing the API's memory, and its EventSource comes back with Last-Event-ID and
+catches up from Redis. A client resuming from an id replays what it missed from the stream
+first; every replica reads the same stream, so a resume works across API restarts and
+replicas.
 """
 
 from __future__ import annotations
@@ -66,16 +67,32 @@ class Subscriber:
 
 
 class EventFanout:
-    """Follows the stream from its end and offers every event to each subscriber."""
+    """Follows the stream and offers every event to each subscriber; reads nothing while
+    nobody listens (following every event cost each report about 0.5 ms of the API's CPU:
+    docs/benchmarks.md, "What the session events cost a report")."""
 
     def __init__(self, redis: RedisStore) -> None:
         self.redis = redis
         self.subscribers: set[Subscriber] = set()
-        self.cursor: str | None = None  # the last id read; None until the first read
+        self.cursor: str | None = None  # the last id read; None: the stream's end, when read
+        self.following = False  # reading the stream (it has had subscribers since)
+        self.wanted = asyncio.Event()
+        self.lock = asyncio.Lock()
 
-    def subscribe(self, wants: EventFilter) -> Subscriber:
+    async def subscribe(self, wants: EventFilter) -> Subscriber:
         subscriber = Subscriber(wants)
-        self.subscribers.add(subscriber)
+        async with self.lock:
+            if not self.following:
+                # the reader was idle: it goes on from the stream's end as of now, before
+                # this client replays what it missed, so that nothing falls between the two
+                try:
+                    _, last = await self.redis.events_span()
+                    self.cursor = last or "0-0"
+                except StoreUnavailable:
+                    self.cursor = None  # the reader finds the end once Redis answers
+                self.following = True
+            self.subscribers.add(subscriber)
+            self.wanted.set()
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -84,6 +101,11 @@ class EventFanout:
     async def run(self) -> None:
         waiting = False  # logged once when Redis stops answering, once when it is back
         while True:
+            if not self.subscribers:
+                self.following = False
+                self.wanted.clear()
+                await self.wanted.wait()
+                continue
             try:
                 if self.cursor is None:
                     _, last = await self.redis.events_span()
@@ -133,7 +155,7 @@ async def stream(
 ) -> AsyncGenerator[str, None]:
     """The frames of one client: what it missed after `last_id` (from Redis), then live
     events, keep-alive comments when quiet; ends when the client is too slow."""
-    subscriber = fanout.subscribe(wants)
+    subscriber = await fanout.subscribe(wants)
     try:
         yield f"retry: {RETRY_MS}\n\n"
         cursor = last_id

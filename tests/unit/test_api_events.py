@@ -34,8 +34,23 @@ def item(n: int, bot: str = "bot-1", user: str = "u1") -> SessionEvent:
     )
 
 
+class QuietRedis:
+    """A stream that is empty and stays so; counts the reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def events_span(self) -> tuple[str | None, str | None]:
+        return None, None
+
+    async def wait_for_events(self, after: str, block: object, count: int) -> list[SessionEvent]:
+        self.reads += 1
+        await asyncio.sleep(0.01)
+        return []
+
+
 def fanout() -> EventFanout:
-    return EventFanout(cast(Any, None))  # no Redis: these streams start live
+    return EventFanout(cast(Any, QuietRedis()))  # these streams start live
 
 
 def test_ids_compare_as_numbers() -> None:
@@ -106,7 +121,7 @@ async def test_the_reader_logs_a_redis_outage_once_and_goes_on_after_it(
     monkeypatch.setattr(events, "REDIS_RETRY", 0.0)
     caplog.set_level(logging.INFO, logger="api.events")
     hub = EventFanout(cast(Any, FlakyRedis()))
-    subscriber = hub.subscribe(EventFilter())
+    subscriber = await hub.subscribe(EventFilter())
     task = asyncio.create_task(hub.run())
     got = await asyncio.wait_for(subscriber.queue.get(), 5)
     await stop(task)
@@ -114,3 +129,47 @@ async def test_the_reader_logs_a_redis_outage_once_and_goes_on_after_it(
     messages = [r.getMessage() for r in caplog.records]
     assert messages.count("session events: waiting for redis") == 1
     assert messages.count("session events: redis is back") == 1
+
+
+async def test_the_reader_reads_nothing_while_nobody_listens() -> None:
+    redis = QuietRedis()
+    hub = EventFanout(cast(Any, redis))
+    task = asyncio.create_task(hub.run())
+    try:
+        await asyncio.sleep(0.1)
+        assert redis.reads == 0
+        subscriber = await hub.subscribe(EventFilter())
+        await asyncio.sleep(0.1)
+        assert redis.reads > 0
+        hub.unsubscribe(subscriber)
+        await asyncio.sleep(0.05)  # the read under way ends
+        idle_at = redis.reads
+        await asyncio.sleep(0.1)
+        assert redis.reads == idle_at
+    finally:
+        await stop(task)
+
+
+class GrowingRedis(QuietRedis):
+    """A stream whose end moves on while nobody listens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = "5-0"
+
+    async def events_span(self) -> tuple[str | None, str | None]:
+        return "1-0", self.last
+
+
+async def test_a_reader_woken_by_a_client_goes_on_from_the_end_as_of_that_client() -> None:
+    """Events written while nobody listened are not read; the first client's replay (from
+    Redis, after it subscribed) covers up to the end, the reader what comes after."""
+    redis = GrowingRedis()
+    hub = EventFanout(cast(Any, redis))
+    first = await hub.subscribe(EventFilter())
+    assert hub.cursor == "5-0"
+    hub.unsubscribe(first)
+    hub.following = False  # as the reader does once it finds nobody listening
+    redis.last = "9-0"
+    await hub.subscribe(EventFilter())
+    assert hub.cursor == "9-0"
